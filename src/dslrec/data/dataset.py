@@ -1,0 +1,116 @@
+"""The one in-memory representation of implicit feedback used everywhere.
+
+Users and items are dense 0-based indices; ``user_ids``/``item_ids`` map each
+index back to the raw id found in the source file. Each split is a binary
+``scipy.sparse.csr_matrix`` of shape (n_users, n_items) with sorted column
+indices and no duplicates. Optional per-interaction side data (ratings,
+timestamps) is stored as arrays aligned with the CSR ``data`` order of the
+split they belong to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+
+from dslrec.errors import DslrecError
+
+SPLITS = ("train", "valid", "test")
+
+
+def csr_from_pairs(users: np.ndarray, items: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
+    """Binary CSR matrix from (user, item) index pairs; duplicates collapse to one."""
+    users = np.asarray(users, dtype=np.int64)
+    items = np.asarray(items, dtype=np.int64)
+    m = sp.csr_matrix((np.ones(len(users), dtype=np.float32), (users, items)), shape=shape)
+    m.sum_duplicates()
+    m.data[:] = 1.0
+    m.sort_indices()
+    return m
+
+
+@dataclass
+class Dataset:
+    """Implicit feedback split into train / valid / test.
+
+    ``protocol`` says how it was split and therefore how it is evaluated:
+    ``"fixed"`` (per-user held-out items, full ranking), ``"loo"`` (leave one
+    out; the sampled 1-in-101 protocol is reported too) or ``"users"`` (strong
+    generalisation: valid/test users' rows in ``train`` are their fold-in
+    items, and ``train_users`` marks the users whose rows are trained on).
+    """
+
+    name: str
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    train: sp.csr_matrix
+    valid: sp.csr_matrix
+    test: sp.csr_matrix
+    protocol: str = "fixed"
+    train_users: np.ndarray | None = None  # bool mask (n_users,), None = every user
+    ratings: dict[str, np.ndarray] = field(default_factory=dict)
+    timestamps: dict[str, np.ndarray] = field(default_factory=dict)
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        shape = (len(self.user_ids), len(self.item_ids))
+        for name in SPLITS:
+            m = getattr(self, name)
+            if m.shape != shape:
+                raise DslrecError(
+                    f"dataset {self.name!r}: split {name} has shape {m.shape}, expected {shape}"
+                )
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    def split(self, name: str) -> sp.csr_matrix:
+        if name not in SPLITS:
+            raise DslrecError(f"unknown split {name!r}; choose one of {', '.join(SPLITS)}")
+        return getattr(self, name)
+
+    def trained_users(self) -> np.ndarray:
+        """Indices of users whose training rows are used to fit a model."""
+        has_items = np.diff(self.train.indptr) > 0
+        if self.train_users is not None:
+            has_items &= self.train_users
+        return np.flatnonzero(has_items)
+
+    def item_popularity(self) -> np.ndarray:
+        """Training interactions per item."""
+        return np.asarray(self.train.sum(axis=0)).ravel()
+
+    def user_activity(self) -> np.ndarray:
+        """Training interactions per user."""
+        return np.diff(self.train.indptr)
+
+    def sizes(self) -> dict:
+        """Counts reported by ``dslrec data info`` and in ``summary.json``."""
+        n = {s: int(getattr(self, s).nnz) for s in SPLITS}
+        total = sum(n.values())
+        cells = max(self.n_users * self.n_items, 1)
+        return {
+            "name": self.name,
+            "users": self.n_users,
+            "items": self.n_items,
+            **n,
+            "interactions": total,
+            "density": total / cells,
+            "protocol": self.protocol,
+        }
+
+    def check_usable(self, needs=("train", "valid", "test")) -> None:
+        """Clear errors for splits that would make training or evaluation meaningless."""
+        for name in needs:
+            if getattr(self, name).nnz == 0:
+                raise DslrecError(
+                    f"dataset {self.name!r}: the {name} split is empty; "
+                    "check the input files or choose a different split ratio"
+                )
