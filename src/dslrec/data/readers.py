@@ -1,0 +1,478 @@
+"""Readers: dataset files on disk -> an ``InteractionLog`` (flat, vectorised).
+
+Formats:
+
+``lightgcn``  a folder with ``train.txt``, ``test.txt`` and optionally
+              ``valid.txt``; each line is ``user item item ...`` (integer ids).
+              The log comes with a per-interaction ``split`` label.
+``lines``     one file in that ``user item item ...`` format, unsplit.
+``inter``     RecBole atomic ``.inter``: tab separated, typed header
+              (``user_id:token item_id:token rating:float timestamp:float``).
+``csv``       CSV/TSV with a header naming user, item[, rating][, timestamp].
+``citeulike`` ``users.dat``: line n is user n, ``count item item ...``.
+
+Whitespace-separated integer files are parsed in one pass over the bytes with
+numpy (no Python loop over lines), which loads Gowalla's 810k training
+interactions in a fraction of a second. Ids are mapped to dense 0-based
+indices, ordered numerically when every raw id is an integer; ``user_ids`` /
+``item_ids`` keep the raw ids as strings. Only users and items that occur in
+the files get an index (plus users that have a line of their own in a
+``lightgcn`` file).
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from dslrec.errors import DslrecError
+
+TRAIN, VALID, TEST = 0, 1, 2  # values of InteractionLog.split
+FORMATS = ("lightgcn", "lines", "inter", "csv", "citeulike")
+
+# Accepted header names per role (compared case-insensitively), first match wins.
+COLUMN_ALIASES = {
+    "user": ("user", "user_id", "userid", "uid", "user id"),
+    "item": ("item", "item_id", "itemid", "iid", "movie_id", "movieid", "item id"),
+    "rating": ("rating", "ratings", "score"),
+    "timestamp": ("timestamp", "time", "ts", "datetime", "date"),
+}
+_MAX_DIGITS = 18  # int64 holds every 18-digit number
+# Byte classes of integer-only files: 0 not allowed, 1 digit, 2 whitespace.
+_BYTE_KIND = np.zeros(256, dtype=np.uint8)
+_BYTE_KIND[ord("0") : ord("9") + 1] = 1
+_BYTE_KIND[[ord(" "), ord("\t"), ord("\n"), ord("\r")]] = 2
+
+
+@dataclass
+class InteractionLog:
+    """Interactions as parallel arrays; ``users``/``items`` index ``user_ids``/``item_ids``."""
+
+    users: np.ndarray  # int64 dense user index per interaction
+    items: np.ndarray  # int64 dense item index per interaction
+    user_ids: np.ndarray  # raw id (str) of each user index
+    item_ids: np.ndarray  # raw id (str) of each item index
+    ratings: np.ndarray | None = None  # float64 per interaction
+    timestamps: np.ndarray | None = None  # float64 per interaction
+    split: np.ndarray | None = None  # int8 TRAIN/VALID/TEST when the files come split
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    def select(self, mask: np.ndarray) -> "InteractionLog":
+        """The interactions where ``mask`` holds (index maps unchanged)."""
+        pick = lambda a: None if a is None else a[mask]  # noqa: E731
+        return replace(
+            self,
+            users=self.users[mask],
+            items=self.items[mask],
+            ratings=pick(self.ratings),
+            timestamps=pick(self.timestamps),
+            split=pick(self.split),
+        )
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _read_bytes(path: Path) -> bytes:
+    if not path.is_file():
+        what = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise DslrecError(f"{path} {what}; check the dataset path")
+    data = path.read_bytes()
+    if not data.strip():
+        raise DslrecError(f"{path} is empty; it holds no interactions (re-download or fix the file)")
+    return data
+
+
+def _line_of(data: bytes, pos: int) -> tuple[int, bytes]:
+    """1-based line number of byte ``pos`` and the whitespace-separated token there."""
+    start = data.rfind(b"\n", 0, pos) + 1
+    end = data.find(b"\n", pos)
+    line = data[start : end if end >= 0 else len(data)]
+    token = b""
+    for m in re.finditer(rb"\S+", line):
+        if m.start() <= pos - start < m.end():
+            token = m.group()
+    return data.count(b"\n", 0, pos) + 1, token
+
+
+def _scan_ints(path: Path, fmt: str) -> tuple[np.ndarray, np.ndarray]:
+    """Every integer token of a whitespace-separated file and its 0-based line.
+
+    Validates the bytes first (digits and whitespace only) so that a bad token
+    is reported with its line instead of silently ending the parse.
+    """
+    data = _read_bytes(path)
+    buf = np.frombuffer(data, dtype=np.uint8)
+    kind = _BYTE_KIND[buf]
+    if not kind.all():
+        line, token = _line_of(data, int(np.argmin(kind)))
+        raise DslrecError(
+            f"{path}:{line}: {token.decode(errors='replace')!r} is not an integer id; "
+            f"{fmt} files hold non-negative integer ids separated by spaces"
+        )
+    digit = kind == 1
+    edge = np.diff(digit.view(np.int8), prepend=np.int8(0), append=np.int8(0))
+    starts = np.flatnonzero(edge == 1)  # first digit of each token
+    lengths = np.flatnonzero(edge == -1) - starts
+    too_long = np.flatnonzero(lengths > _MAX_DIGITS)
+    if len(too_long):
+        line, token = _line_of(data, int(starts[too_long[0]]))
+        raise DslrecError(f"{path}:{line}: id {token.decode()[:30]}... has too many digits (at most {_MAX_DIGITS})")
+    values = np.fromstring(data, dtype=np.int64, sep=" ")
+    if len(values) != len(starts):  # cannot happen after validation; guards numpy parser changes
+        raise DslrecError(f"{path}: could not parse the integer ids; check the file format ({fmt})")
+    lines = np.cumsum(buf == 10, dtype=np.int32)[starts]  # newlines before each token
+    return values, lines
+
+
+def _line_heads(lines: np.ndarray) -> np.ndarray:
+    """Mask of the first token on each line."""
+    head = np.ones(len(lines), dtype=bool)
+    head[1:] = lines[1:] != lines[:-1]
+    return head
+
+
+def _int_ids(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Dense codes of non-negative integer ids (numeric order) and the raw ids as strings."""
+    if len(values) and values.max() < 4 * len(values) + 1_000_000:
+        # Ids are near-dense (the usual case): a presence table is O(n), no sort.
+        present = np.zeros(int(values.max()) + 1, dtype=bool)
+        present[values] = True
+        rank = np.cumsum(present, dtype=np.int64) - 1
+        return rank[values], np.flatnonzero(present).astype(str)
+    uniq, codes = np.unique(values, return_inverse=True)
+    return codes.astype(np.int64), uniq.astype(str)
+
+
+def _str_ids(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Dense codes of string ids; numeric order when every id is an integer."""
+    codes, uniq = pd.factorize(pd.Series(values, dtype=object), sort=False)
+    uniq = np.asarray(uniq, dtype=str)
+    as_int = None
+    if len(uniq) and np.char.isdigit(uniq).all() and np.char.str_len(uniq).max() <= _MAX_DIGITS:
+        as_int = uniq.astype(np.int64)
+    order = np.argsort(as_int, kind="stable") if as_int is not None else np.argsort(uniq, kind="stable")
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return rank[codes], uniq[order]
+
+
+# ---------------------------------------------------------------- integer line formats
+
+
+def _read_user_lines(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(raw user of each line, items listed per line, raw items) of a ``user item ...`` file."""
+    values, lines = _scan_ints(path, "LightGCN text")
+    head = _line_heads(lines)
+    per_line = np.diff(np.r_[np.flatnonzero(head), len(values)]) - 1
+    return values[head], per_line, values[~head]
+
+
+def read_lightgcn(folder: str | Path) -> InteractionLog:
+    """A LightGCN split folder: ``train.txt``, ``test.txt`` and optional ``valid.txt``."""
+    folder = Path(folder)
+    parts = []
+    for label, fname in ((TRAIN, "train.txt"), (VALID, "valid.txt"), (TEST, "test.txt")):
+        path = folder / fname
+        if label == VALID and not path.exists():
+            continue
+        if not path.exists():
+            raise DslrecError(
+                f"{path} does not exist; a LightGCN dataset folder needs train.txt and test.txt"
+            )
+        line_users, per_line, items = _read_user_lines(path)
+        if len(items) == 0:
+            raise DslrecError(f"{path}: the {fname[:-4]} split is empty (no line lists an item)")
+        parts.append((label, line_users, per_line, items))
+    # Every user with a line of their own counts, even one without items in any split.
+    line_codes, user_ids = _int_ids(np.concatenate([p[1] for p in parts]))
+    users = np.repeat(line_codes, np.concatenate([p[2] for p in parts]))
+    items, item_ids = _int_ids(np.concatenate([p[3] for p in parts]))
+    split = np.repeat(np.array([p[0] for p in parts], dtype=np.int8), [len(p[3]) for p in parts])
+    names = ", ".join(f for f in ("train.txt", "valid.txt", "test.txt") if (folder / f).exists())
+    return InteractionLog(
+        users=users,
+        items=items,
+        user_ids=user_ids,
+        item_ids=item_ids,
+        split=split,
+        source=f"{folder} (LightGCN text: {names})",
+    )
+
+
+def read_lines(path: str | Path) -> InteractionLog:
+    """One unsplit file of ``user item item ...`` lines."""
+    path = Path(path)
+    line_users, per_line, items = _read_user_lines(path)
+    if len(items) == 0:
+        raise DslrecError(f"{path}: no line lists an item; each line is `user item item ...`")
+    line_codes, user_ids = _int_ids(line_users)
+    items, item_ids = _int_ids(items)
+    return InteractionLog(
+        users=np.repeat(line_codes, per_line),
+        items=items,
+        user_ids=user_ids,
+        item_ids=item_ids,
+        source=f"{path} (user item item ... lines)",
+    )
+
+
+def read_citeulike(path: str | Path) -> InteractionLog:
+    """CiteULike ``users.dat``: line n (0-based) is user n, ``count item item ...``."""
+    path = Path(path)
+    values, lines = _scan_ints(path, "users.dat")
+    n_lines = int(lines[-1]) + 1 if len(lines) else 0
+    per_line = np.bincount(lines, minlength=n_lines)
+    blank = np.flatnonzero(per_line == 0)
+    if len(blank):
+        raise DslrecError(
+            f"{path}:{blank[0] + 1}: empty line; line n of users.dat holds user n's "
+            "`count item item ...` (write 0 for a user without items)"
+        )
+    head = _line_heads(lines)
+    counts, n_listed = values[head], per_line - 1
+    wrong = np.flatnonzero(counts != n_listed)
+    if len(wrong):
+        k = wrong[0]
+        raise DslrecError(
+            f"{path}:{k + 1}: the count says {counts[k]} items but the line lists {n_listed[k]}; "
+            "fix the count or the item list (each line is `count item item ...`)"
+        )
+    if n_listed.sum() == 0:
+        raise DslrecError(f"{path}: no user has any item; the file holds no interactions")
+    items, item_ids = _int_ids(values[~head])
+    return InteractionLog(
+        users=np.repeat(np.arange(n_lines, dtype=np.int64), n_listed),
+        items=items,
+        user_ids=np.arange(n_lines).astype(str),
+        item_ids=item_ids,
+        source=f"{path} (CiteULike users.dat)",
+    )
+
+
+# ---------------------------------------------------------------- tabular formats
+
+
+def _resolve_columns(path: Path, header: list[str], columns: dict[str, str] | None) -> dict[str, str]:
+    """Map roles (user, item, rating, timestamp) to header names present in the file."""
+    given = dict(columns or {})
+    unknown = set(given) - set(COLUMN_ALIASES)
+    if unknown:
+        raise DslrecError(f"unknown column role(s) {sorted(unknown)}; use {', '.join(COLUMN_ALIASES)}")
+    lower = {h.lower(): h for h in header}
+    found: dict[str, str] = {}
+    for role, aliases in COLUMN_ALIASES.items():
+        if role in given:
+            if given[role] not in header:
+                raise DslrecError(
+                    f"{path}: no column {given[role]!r} (for {role}) in the header; "
+                    f"columns are: {', '.join(header)}"
+                )
+            found[role] = given[role]
+        else:
+            hit = next((lower[a] for a in aliases if a in lower), None)
+            if hit is not None:
+                found[role] = hit
+    for role in ("user", "item"):
+        if role not in found:
+            raise DslrecError(
+                f"{path}: no {role} column in the header ({', '.join(header)}); name it "
+                f"{COLUMN_ALIASES[role][0]!r} or pass columns={{'{role}': NAME}}"
+            )
+    return found
+
+
+def _numeric(path: Path, frame: pd.DataFrame, col: str, what: str, dates: bool) -> np.ndarray:
+    """A column as float64; ISO dates allowed for timestamps; bad values name their line."""
+    raw = frame[col]
+    if raw.dtype.kind == "f":
+        return raw.to_numpy(dtype=np.float64)
+    vals = pd.to_numeric(raw, errors="coerce")
+    bad = vals.isna().to_numpy()
+    if bad.any() and dates:  # ISO dates are accepted as timestamps (seconds since the epoch)
+        parsed = pd.to_datetime(raw, errors="coerce", utc=True, format="ISO8601")
+        if not parsed.isna().any():
+            return (parsed - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(dtype=np.float64)
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise DslrecError(
+            f"{path}:{int(frame.index[row]) + 2}: {what} {raw.iloc[row]!r} in column {col!r} is not a number"
+        )
+    return vals.to_numpy(dtype=np.float64)
+
+
+def _parse_table(path: Path, sep: str, names: list[str], roles: dict[str, str], typed: bool) -> pd.DataFrame:
+    # Ids stay strings; rating/timestamp parse as floats in the C parser (fast path).
+    # Any value the fast path rejects makes the caller re-read as strings to name the line.
+    dtype = {c: str for c in roles.values()}
+    if typed:
+        dtype.update({roles[r]: np.float64 for r in ("rating", "timestamp") if r in roles})
+    try:
+        return pd.read_csv(
+            path, sep=sep, header=0, names=names, dtype=dtype, na_filter=False,
+            skip_blank_lines=False, skipinitialspace=True, engine="c",
+        )  # no usecols: it would silently accept rows with too many fields
+    except pd.errors.ParserError as e:
+        m = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(e))
+        if m:
+            raise DslrecError(
+                f"{path}:{m.group(2)}: expected {m.group(1)} fields, found {m.group(3)}; "
+                f"every row needs the header's columns separated by {sep!r}"
+            ) from None
+        raise DslrecError(f"{path}: cannot parse ({str(e).strip()}); check the file format") from None
+
+
+def _read_table(path: Path, sep: str, names: list[str], columns: dict | None, kind: str) -> InteractionLog:
+    """Shared body of the CSV and ``.inter`` readers (header already parsed into ``names``)."""
+    roles = _resolve_columns(path, names, columns)
+    try:
+        frame = _parse_table(path, sep, names, roles, typed=True)
+        clean = not ((frame[roles["user"]] == "") | (frame[roles["item"]] == "")).any()
+    except ValueError:  # a rating/timestamp that is no float, or a blank line
+        clean = False
+    if not clean:  # slow path: everything as strings, so that problems can name their line
+        frame = _parse_table(path, sep, names, roles, typed=False)
+        # Rows of nothing but separators are blank lines; line number = index + 2 (header is line 1).
+        frame = frame[~(frame == "").all(axis=1).to_numpy()]
+    if len(frame) == 0:
+        raise DslrecError(f"{path}: no interactions below the header; the file is empty")
+    ids = {}
+    for role in ("user", "item"):
+        col = frame[roles[role]]
+        empty = (col == "").to_numpy()
+        if empty.any():
+            line = int(frame.index[int(np.argmax(empty))]) + 2
+            raise DslrecError(f"{path}:{line}: missing {role} id (column {roles[role]!r}); the row is incomplete")
+        ids[role] = _str_ids(col.to_numpy(dtype=str))
+    ratings = _numeric(path, frame, roles["rating"], "rating", False) if "rating" in roles else None
+    times = _numeric(path, frame, roles["timestamp"], "timestamp", True) if "timestamp" in roles else None
+    return InteractionLog(
+        users=ids["user"][0], items=ids["item"][0], user_ids=ids["user"][1], item_ids=ids["item"][1],
+        ratings=ratings, timestamps=times, source=f"{path} ({kind})",
+    )
+
+
+def _first_line(path: Path) -> str:
+    if not path.is_file():
+        what = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise DslrecError(f"{path} {what}; check the dataset path")
+    with path.open("r", encoding="utf-8-sig", errors="replace", newline="") as f:
+        line = f.readline()
+    if not line.strip():
+        raise DslrecError(f"{path} is empty or starts with a blank line; the first line must be the header")
+    return line.rstrip("\r\n")
+
+
+def read_inter(path: str | Path, columns: dict[str, str] | None = None) -> InteractionLog:
+    """RecBole atomic ``.inter`` file (tab separated, header ``name:type``)."""
+    path = Path(path)
+    names = [h.split(":", 1)[0].strip() for h in _first_line(path).split("\t")]
+    return _read_table(path, "\t", names, columns, "RecBole .inter")
+
+
+def read_csv(path: str | Path, columns: dict[str, str] | None = None, sep: str | None = None) -> InteractionLog:
+    """CSV/TSV with a header; the delimiter comes from the extension or is sniffed."""
+    path = Path(path)
+    header = _first_line(path)
+    if sep is None:
+        sep = {".csv": ",", ".tsv": "\t"}.get(path.suffix.lower())
+    if sep is None:
+        try:
+            sep = csv.Sniffer().sniff(header, delimiters=",\t;| ").delimiter
+        except csv.Error:
+            raise DslrecError(
+                f"{path}:1: cannot tell the delimiter from the header {header[:60]!r}; "
+                "name the file .csv or .tsv, or pass sep"
+            ) from None
+    names = [h.strip().strip('"') for h in next(csv.reader([header], delimiter=sep))]
+    return _read_table(path, sep, names, columns, "CSV" if sep == "," else f"delimited ({sep!r})")
+
+
+# ---------------------------------------------------------------- detection
+
+
+def _file_format(path: Path) -> str | None:
+    """Format of one file by name, or None when the name says nothing."""
+    name, suffix = path.name.lower(), path.suffix.lower()
+    if suffix == ".inter":
+        return "inter"
+    if name == "users.dat":
+        return "citeulike"
+    if suffix in (".csv", ".tsv"):
+        return "csv"
+    return None
+
+
+def detect(path: str | Path) -> tuple[str, Path]:
+    """(format, path to read) for a dataset folder or file."""
+    path = Path(path)
+    if not path.exists():
+        raise DslrecError(f"{path} does not exist; give a dataset folder or file, or a registry name")
+    if path.is_dir():
+        if (path / "train.txt").exists():
+            return "lightgcn", path
+        found = [
+            (fmt, p)
+            for p in sorted(path.iterdir())
+            if p.is_file() and not p.name.startswith(".") and (fmt := _file_format(p))
+        ]
+        if len(found) == 1:
+            return found[0]
+        if not found:
+            raise DslrecError(
+                f"{path}: no dataset file found; expected train.txt + test.txt, one *.inter, "
+                "users.dat or one *.csv/*.tsv"
+            )
+        raise DslrecError(
+            f"{path}: several dataset files ({', '.join(p.name for _, p in found)}); give the path of one"
+        )
+    if path.name in ("train.txt", "test.txt", "valid.txt"):
+        return "lightgcn", path.parent
+    fmt = _file_format(path)
+    if fmt:
+        return fmt, path
+    # Unknown name: look at the first line.
+    head = _first_line(path)
+    if re.fullmatch(r"[\d\s]+", head):
+        return "lines", path
+    if re.search(r":(token|float|token_seq)\b", head):
+        return "inter", path
+    return "csv", path
+
+
+def read(path: str | Path, fmt: str | None = None, columns: dict[str, str] | None = None) -> InteractionLog:
+    """Read a dataset folder or file, detecting its format unless ``fmt`` is given."""
+    path = Path(path)
+    if fmt is None:
+        fmt, path = detect(path)
+    elif fmt not in FORMATS:
+        raise DslrecError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    elif fmt == "lightgcn" and path.is_file():
+        path = path.parent
+    if fmt == "lightgcn":
+        return read_lightgcn(path)
+    if fmt == "lines":
+        return read_lines(path)
+    if fmt == "citeulike":
+        return read_citeulike(path / "users.dat" if path.is_dir() else path)
+    if path.is_dir():
+        path = detect(path)[1]
+    if fmt == "inter":
+        return read_inter(path, columns)
+    return read_csv(path, columns)
