@@ -6,7 +6,7 @@
 
 __version__ = "0.1.0"
 
-__all__ = ["train", "__version__"]
+__all__ = ["train", "Recommender", "__version__"]
 
 
 def __getattr__(name: str):
@@ -15,4 +15,8 @@ def __getattr__(name: str):
         from dslrec.training.run import train
 
         return train
+    if name == "Recommender":
+        from dslrec.export.recommender import Recommender
+
+        return Recommender
     raise AttributeError(f"module 'dslrec' has no attribute {name!r}")
