@@ -1,0 +1,185 @@
+"""Run settings: one flat, documented namespace resolved in a fixed order.
+
+defaults below  <  the backbone's paper settings  <  a YAML/JSON config file  <  keyword
+arguments / ``--key value`` on the command line.
+
+Keys that are not run settings must be constructor options of the chosen
+backbone (``dim``, ``layers``, ``l2`` ...); anything else is an error that lists
+the valid keys, so a typo never silently does nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dslrec.errors import DslrecError
+
+METHODS = ("dense", "dsl", "static", "gmp", "oneshot", "lth", "pep")
+
+
+@dataclass
+class RunConfig:
+    # what to train on what
+    model: str = "mf"
+    dataset: str = "synthetic"
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    # data preparation (unsplit formats; see dslrec.data.load)
+    split: str | None = None  # given | ratio | temporal | loo | users (default: the dataset's own)
+    split_seed: int = 0  # seed of random splits, apart from `seed` so seeds share one split
+    min_rating: float | None = None
+    k_core: int | None = None
+    # optimisation
+    epochs: int = 100
+    batch_size: int = 2048
+    optimizer: str = "adam"  # adam | adamw | sgd
+    lr: float = 1e-3
+    lr_end: float | None = None  # final lr of the cosine schedule (default lr / 100)
+    lr_schedule: str = "constant"  # constant | cosine
+    weight_decay: float = 0.0  # optimiser weight decay (the backbones' own L2 is `l2`)
+    momentum: float = 0.9  # SGD only
+    per_user_sampling: bool = False  # LightGCN-style: sample users, then a positive each
+    n_neg: int = 4  # pointwise backbones: negatives per positive
+    # evaluation and model selection
+    eval_every: int = 1
+    metric: str = "recall@20"
+    patience: int = 10  # evaluations without improvement before stopping (0 = never stop)
+    ks: list[int] = field(default_factory=lambda: [20])
+    eval_batch_size: int = 1024
+    # sparse training (dslrec.sparse)
+    method: str = "dense"
+    density: float = 1.0
+    scope: str = "per_tensor"
+    init: str = "uniform"
+    prune: str = "magnitude"
+    grow: str = "gradient"
+    schedule: str = "cosine"  # DSL update-ratio schedule
+    zeta0: float = 0.5
+    eta_min: float = 0.005
+    delta_t: int = 100
+    explore_until: float = 1.0
+    finetune_epochs: int | None = None  # oneshot: epochs of fine-tuning (default: epochs)
+    lth_rounds: int = 3
+    # model hyper-parameters (checked against the backbone's constructor)
+    model_options: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+RUN_KEYS = {f.name for f in dataclasses.fields(RunConfig)} - {"model_options"}
+# The backbones' paper settings name the lr schedule "schedule" (in a run that key is DSL's)
+# and the pointwise negatives "negatives".
+PAPER_KEY_ALIASES = {"schedule": "lr_schedule", "negatives": "n_neg"}
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise DslrecError(f"config file {path} does not exist; pass an existing YAML or JSON file")
+    try:
+        text = path.read_text()
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as e:
+        first = str(e).splitlines()[0]
+        raise DslrecError(f"config file {path} is not valid YAML/JSON ({first}); fix its syntax") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise DslrecError(f"config file {path} must hold a mapping of settings (key: value)")
+    # A saved resolved config nests model options; flatten them back.
+    data = dict(data)
+    data.update(data.pop("model_options", None) or {})
+    return data
+
+
+def _coerce(key: str, value: Any, default: Any) -> Any:
+    """Turn strings from the command line into the setting's type."""
+    if isinstance(value, str) and not isinstance(default, str):
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError:
+            pass
+    if key == "ks" and isinstance(value, (int, str)):
+        value = [int(v) for v in str(value).split(",")]
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise DslrecError(f"setting {key} must be true or false, got {value!r}")
+    elif isinstance(default, int) and not isinstance(default, bool):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int):
+            raise DslrecError(f"setting {key} must be an integer, got {value!r}")
+    elif isinstance(default, float):
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise DslrecError(f"setting {key} must be a number, got {value!r}")
+        value = float(value)
+    return value
+
+
+def resolve(settings: dict[str, Any], paper_settings, model_kwargs) -> RunConfig:
+    """Build a RunConfig from user settings.
+
+    ``paper_settings(model) -> dict`` and ``model_kwargs(model) -> iterable of
+    option names`` come from the backbone registry (passed in to keep this
+    module free of model imports).
+    """
+    settings = {k.replace("-", "_"): v for k, v in settings.items() if v is not None}
+    model = str(settings.get("model", RunConfig.model))
+    merged: dict[str, Any] = {}
+    for k, v in paper_settings(model).items():
+        merged[PAPER_KEY_ALIASES.get(k, k)] = v
+    # The paper's density is the default of the sparse methods; a dense run keeps every weight.
+    if settings.get("method", RunConfig.method) == "dense":
+        merged.pop("density", None)
+    merged.update(settings)
+    valid_model_keys = set(model_kwargs(model))
+    base = RunConfig()
+    run: dict[str, Any] = {}
+    options: dict[str, Any] = {}
+    for key, value in merged.items():
+        if key in RUN_KEYS:
+            run[key] = _coerce(key, value, getattr(base, key))
+        elif key in valid_model_keys:
+            options[key] = yaml.safe_load(value) if isinstance(value, str) else value
+        else:
+            valid = ", ".join(sorted(RUN_KEYS | valid_model_keys))
+            raise DslrecError(f"unknown setting {key!r} for model {model!r}; valid settings: {valid}")
+    cfg = RunConfig(**run, model_options=options)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: RunConfig) -> None:
+    def check(ok: bool, message: str) -> None:
+        if not ok:
+            raise DslrecError(message)
+
+    check(cfg.method in METHODS, f"unknown method {cfg.method!r}; choose one of {', '.join(METHODS)}")
+    check(0.0 < cfg.density <= 1.0, f"density must be in (0, 1], got {cfg.density}")
+    check(cfg.method != "dense" or cfg.density == 1.0,
+          "density < 1 needs a sparse method; pass --method dsl (or static, gmp, oneshot, lth, pep)")
+    check(cfg.epochs >= 1, f"epochs must be at least 1, got {cfg.epochs}")
+    check(cfg.batch_size >= 1, f"batch_size must be at least 1, got {cfg.batch_size}")
+    check(cfg.lr > 0, f"lr must be positive, got {cfg.lr}")
+    check(cfg.optimizer in ("adam", "adamw", "sgd"), f"unknown optimizer {cfg.optimizer!r}; choose adam, adamw or sgd")
+    check(cfg.lr_schedule in ("constant", "cosine"),
+          f"unknown lr_schedule {cfg.lr_schedule!r}; choose constant or cosine")
+    check(cfg.eval_every >= 1, f"eval_every must be at least 1, got {cfg.eval_every}")
+    check(cfg.patience >= 0, f"patience must be >= 0, got {cfg.patience}")
+    check(bool(cfg.ks) and all(k >= 1 for k in cfg.ks), f"ks must be positive cut-offs, got {cfg.ks}")
+    name, _, k = cfg.metric.partition("@")
+    check(name in ("recall", "ndcg", "precision", "hitrate", "mrr") and k.isdigit(),
+          f"metric must look like recall@20 or ndcg@10, got {cfg.metric!r}")
+    if int(k) not in cfg.ks:
+        cfg.ks = sorted({*cfg.ks, int(k)})
+    check(cfg.device == "auto" or cfg.device == "cpu" or cfg.device.startswith("cuda"),
+          f"device must be auto, cpu or cuda[:N], got {cfg.device!r}")
+    check(cfg.delta_t >= 1, f"delta_t must be at least 1, got {cfg.delta_t}")
+    check(cfg.lth_rounds >= 1, f"lth_rounds must be at least 1, got {cfg.lth_rounds}")

@@ -1,0 +1,240 @@
+"""The training loop: phases of epochs, evaluation, early stopping, checkpoints.
+
+A run is a list of *phases*. Most methods have one; one-shot pruning has two
+(dense training, then fine-tuning of the pruned model) and the lottery ticket
+has one dense phase plus one per pruning round. Each phase has its own
+optimiser, learning-rate schedule and early stopping; the result of a run is
+the last phase's best validation epoch. The sparse engine, when there is one,
+replaces ``optimizer.step()`` with ``engine.step()``; the loop knows nothing
+else about it.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import resource
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from dslrec import __version__
+from dslrec.errors import DslrecError
+from dslrec.training import rundir
+from dslrec.training.config import RunConfig
+from dslrec.training.records import BudgetSpread
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DslrecError("--device cuda was asked for but no CUDA GPU is available; use --device cpu or auto")
+    return torch.device(name)
+
+
+def make_optimizer(cfg: RunConfig, params) -> torch.optim.Optimizer:
+    params = [p for p in params if p.requires_grad]
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def make_lr_schedule(cfg: RunConfig, optimizer, total_steps: int):
+    if cfg.lr_schedule == "cosine":
+        lr_end = cfg.lr_end if cfg.lr_end is not None else cfg.lr / 100
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1), eta_min=lr_end)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+
+@dataclass
+class Phase:
+    """``epochs`` of training; ``make_engine(model, optimizer, total_steps)`` or None for dense."""
+
+    name: str
+    epochs: int
+    make_engine: Callable | None
+    prepare: Callable[[], None] | None = None  # runs once before the phase starts (pruning, rewinding)
+    previous: "PhaseResult | None" = None  # the result of the phase before, set by the runner
+
+
+@dataclass
+class PhaseResult:
+    best_state: dict[str, torch.Tensor] | None
+    best_epoch: int | None
+    best_valid: dict[str, float]
+    engine: Any
+
+
+class NonFiniteLoss(DslrecError):
+    pass
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def save_masks(run_dir: Path, engine) -> None:
+    """The best epoch's masks beside its weights (an active weight may be exactly zero)."""
+    path = run_dir / rundir.BEST_MASKS
+    if engine is None:
+        path.unlink(missing_ok=True)
+    else:
+        rundir.save_weights(path, {k: m.to(torch.uint8) for k, m in engine.masks.items()})
+
+
+def clone_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+class Trainer:
+    """Runs the phases of one run and keeps its run directory up to date."""
+
+    def __init__(self, cfg: RunConfig, dataset, model, run_dir: Path, *, progress: bool = True,
+                 sampler, evaluator, budget):
+        self.cfg = cfg
+        self.dataset = dataset
+        self.model = model
+        self.run_dir = run_dir
+        self.progress = progress
+        self.device = next(model.parameters()).device
+        self.epoch_batches = sampler  # (dataset, kind, batch_size, rng, **kw) -> iterator of batches
+        self.evaluate = evaluator  # (model, split) -> metrics dict
+        self.budget = budget  # tracks active-weight counts over the run
+        self.spread = BudgetSpread(dataset)
+        self.records: list[dict] = []
+        self.global_epoch = 0
+
+    # -- one phase ---------------------------------------------------------
+    def steps_per_epoch(self) -> int:
+        kind = self.model.sampling
+        if kind == "rows":
+            n = len(self.dataset.trained_users())
+        else:
+            n = int(self.dataset.train[self.dataset.trained_users()].nnz)
+            if kind == "pointwise":
+                n *= 1 + self.cfg.n_neg
+        return max(1, math.ceil(n / self.cfg.batch_size))
+
+    def run_phase(self, index: int, phase: Phase, resume: dict | None) -> PhaseResult:
+        cfg, model = self.cfg, self.model
+        total_steps = phase.epochs * self.steps_per_epoch()
+        if resume is None and phase.prepare is not None:
+            phase.prepare()
+        optimizer = make_optimizer(cfg, model.parameters())
+        engine = phase.make_engine(model, optimizer, total_steps) if phase.make_engine else None
+        schedule = make_lr_schedule(cfg, optimizer, total_steps)
+        start_epoch, best_metric, best_epoch, bad_evals = 0, -math.inf, None, 0
+        best_valid: dict[str, float] = {}
+        best_state = None
+        if resume is not None:
+            # the engine may have re-parametrised the model (PEP): restore it first
+            if engine is not None:
+                engine.load_state_dict(resume["engine"])
+            model.load_state_dict(resume["model"])
+            optimizer.load_state_dict(resume["optimizer"])
+            schedule.load_state_dict(resume["lr_schedule"])
+            torch.set_rng_state(resume["torch_rng"])
+            start_epoch = int(resume["epoch"])
+            best_metric = float(resume["best_metric"])
+            best_epoch = resume["best_epoch"]
+            bad_evals = int(resume["bad_evals"])
+            best_valid = dict(resume["best_valid"])
+            if best_epoch is not None and (self.run_dir / rundir.BEST).exists():
+                best_state = rundir.load_weights(self.run_dir / rundir.BEST)
+        else:
+            self.budget.observe(model, engine, steps=0)
+
+        for epoch in range(start_epoch, phase.epochs):
+            t0 = time.perf_counter()
+            loss = self.train_epoch(index, epoch, optimizer, schedule, engine)
+            train_s = time.perf_counter() - t0
+            steps = self.steps_per_epoch()
+            self.budget.observe(model, engine, steps=steps)
+            self.global_epoch += 1
+            record: dict[str, Any] = {
+                "epoch": self.global_epoch, "phase": phase.name, "loss": loss,
+                "lr": optimizer.param_groups[0]["lr"], "train_s": train_s,
+                "active": self.budget.last_active,
+            }
+            if engine is not None:
+                record["sparse"] = engine.epoch_record()
+                record["sparse"]["spread"] = self.spread(engine.masks)
+            eligible = engine is None or getattr(engine, "at_target", lambda: True)()
+            last = epoch == phase.epochs - 1
+            if (epoch + 1) % cfg.eval_every == 0 or last:
+                t1 = time.perf_counter()
+                valid = self.evaluate(model, "valid")
+                record["valid"] = valid
+                record["eval_s"] = time.perf_counter() - t1
+                value = valid[cfg.metric]
+                if eligible and value > best_metric:
+                    best_metric, best_epoch, bad_evals, best_valid = value, self.global_epoch, 0, valid
+                    best_state = clone_state(model)
+                    rundir.save_weights(self.run_dir / rundir.BEST, best_state)
+                    save_masks(self.run_dir, engine)
+                elif eligible:
+                    bad_evals += 1
+                self.say(f"epoch {self.global_epoch:4d} [{phase.name}] loss {loss:.4f}  "
+                         f"{cfg.metric} {value:.4f}  ({train_s:.1f}s)")
+            self.records.append(record)
+            stop = cfg.patience > 0 and bad_evals >= cfg.patience
+            # checkpoint first (it carries the log records too), then the log: a kill between
+            # the two never leaves a log line without its checkpoint
+            rundir.save_checkpoint(self.run_dir, {
+                "phase": index, "epoch": epoch + 1, "global_epoch": self.global_epoch,
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "lr_schedule": schedule.state_dict(), "torch_rng": torch.get_rng_state(),
+                "engine": engine.state_dict() if engine is not None else {},
+                "best_metric": best_metric, "best_epoch": best_epoch, "bad_evals": bad_evals,
+                "best_valid": best_valid, "budget": self.budget.state_dict(),
+                "phase_done": stop or last, "records": self.records,
+            })
+            rundir.write_log(self.run_dir, self.records)
+            if stop:
+                self.say(f"early stop: no {cfg.metric} improvement in {cfg.patience} evaluations")
+                break
+        return PhaseResult(best_state, best_epoch, best_valid, engine)
+
+    def train_epoch(self, phase: int, epoch: int, optimizer, schedule, engine) -> float:
+        cfg, model = self.cfg, self.model
+        model.train()
+        # one generator per (seed, phase, epoch): a resumed run samples exactly the same batches
+        rng = np.random.default_rng([cfg.seed, phase, epoch])
+        batches = self.epoch_batches(self.dataset, model.sampling, cfg.batch_size, rng,
+                                     per_user=cfg.per_user_sampling, n_neg=cfg.n_neg, device=self.device)
+        total = torch.zeros((), device=self.device)
+        n = 0
+        bar = tqdm(batches, total=self.steps_per_epoch(), desc=f"epoch {self.global_epoch + 1}",
+                   leave=False, disable=not self.progress, unit="batch")
+        for batch in bar:
+            optimizer.zero_grad(set_to_none=True)
+            loss = model.loss(batch)
+            loss.backward()
+            if engine is not None:
+                engine.step()
+            else:
+                optimizer.step()
+            schedule.step()
+            total += loss.detach()
+            n += 1
+            if self.progress and n % 50 == 0:
+                bar.set_postfix(loss=f"{total.item() / n:.4f}")
+        mean = float(total.item() / max(n, 1))
+        if not math.isfinite(mean):
+            raise NonFiniteLoss(
+                f"the training loss became {mean} in epoch {self.global_epoch + 1}; the run stopped and "
+                f"its last good checkpoint is kept in {self.run_dir} (try a lower --lr or stronger --l2)")
+        return mean
+
+    def say(self, text: str) -> None:
+        if self.progress:
+            tqdm.write(text)

@@ -1,0 +1,179 @@
+"""``dslrec.train(...)``: one call from settings to a finished run directory and its summary."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dslrec import __version__
+from dslrec.errors import DslrecError
+from dslrec.training import rundir
+from dslrec.training.budget import Budget
+from dslrec.training.config import RunConfig, read_config_file, resolve
+from dslrec.training.loop import PhaseResult, Trainer, peak_rss_mb, pick_device
+from dslrec.training.methods import build_phases
+
+
+def resolve_settings(settings: dict[str, Any] | None = None, config_file: str | Path | None = None,
+                     **overrides) -> RunConfig:
+    from dslrec import models
+
+    merged: dict[str, Any] = {}
+    if config_file is not None:
+        merged.update(read_config_file(config_file))
+    merged.update(settings or {})
+    merged.update(overrides)
+    return resolve(merged, models.paper_settings, models.model_kwargs)
+
+
+def load_dataset(cfg: RunConfig, progress: bool = True):
+    from dslrec import data
+
+    kwargs = {"seed": cfg.split_seed, "progress": progress}
+    for key in ("split", "min_rating", "k_core"):
+        if getattr(cfg, key) is not None:
+            kwargs[key] = getattr(cfg, key)
+    return data.load(cfg.dataset, **kwargs)
+
+
+def default_run_dir(cfg: RunConfig) -> Path:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    name = Path(str(cfg.dataset)).name or "data"
+    return Path("runs") / f"{stamp}-{cfg.model}-{cfg.method}-{name}"
+
+
+def make_evaluator(cfg: RunConfig, dataset):
+    from dslrec.evaluate import evaluate
+
+    def run(model: torch.nn.Module, split: str) -> dict[str, float]:
+        model.eval()
+        with torch.no_grad():
+            scorer = model.scorer()
+            result = evaluate(scorer, dataset, split=split, ks=tuple(cfg.ks),
+                              batch_size=cfg.eval_batch_size, device=next(model.parameters()).device)
+        model.train()
+        return {k: float(v) for k, v in result.items()}
+
+    return run
+
+
+def run_cost(model, dataset, cfg: RunConfig, run_dir: Path, summary: dict) -> dict:
+    """summary.json's ``cost``: counted parameters and MACs, plus what was measured."""
+    from dslrec.export.cost import cost_section
+
+    masks_path = run_dir / rundir.BEST_MASKS
+    masks = ({k: v.bool() for k, v in rundir.load_weights(masks_path).items()} if masks_path.exists() else None)
+    cost = cost_section(model, dataset, masks, cfg)
+    cost["measured"] = {
+        "epoch_s": summary["time"]["epoch_s"],
+        "eval_s": summary["time"]["eval_s"],
+        "peak_rss_mb": summary["peak_rss_mb"],
+        "peak_cuda_mb": summary.get("peak_cuda_mb"),
+    }
+    return cost
+
+
+def train(settings: dict[str, Any] | None = None, *, config_file: str | Path | None = None,
+          out: str | Path | None = None, resume: str | Path | None = None, dataset=None,
+          progress: bool = True, **overrides) -> dict:
+    """Train a model and return its summary (also written to ``RUN_DIR/summary.json``).
+
+    >>> summary = dslrec.train(model="mf", dataset="ml-100k", method="dsl", density=0.2, epochs=20)
+    >>> summary["test"]["recall@20"]
+
+    ``dataset`` may be a ready :class:`dslrec.data.Dataset` (then ``settings['dataset']``
+    is only its label). ``resume`` continues an interrupted run from its directory.
+    """
+    checkpoint = None
+    if resume is not None:
+        run_dir = Path(resume)
+        cfg = resolve_settings(config_file=run_dir / rundir.CONFIG, **overrides)
+        checkpoint = rundir.load_checkpoint(run_dir)
+    else:
+        cfg = resolve_settings(settings, config_file, **overrides)
+        run_dir = Path(out) if out is not None else default_run_dir(cfg)
+        if (run_dir / rundir.CHECKPOINT).exists():
+            raise DslrecError(f"{run_dir} already holds a run; resume it with --resume {run_dir} "
+                              "or choose another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    from dslrec import models
+    from dslrec.data.sampling import epoch_batches
+
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    if dataset is None:
+        dataset = load_dataset(cfg, progress)
+    dataset.check_usable()
+    device = pick_device(cfg.device)
+    model = models.build(cfg.model, dataset, **cfg.model_options).to(device)
+    rundir.write_config(run_dir, cfg.to_dict())
+
+    budget = Budget(model, cfg)
+    trainer = Trainer(cfg, dataset, model, run_dir, progress=progress, sampler=epoch_batches,
+                      evaluator=make_evaluator(cfg, dataset), budget=budget)
+    phases = build_phases(cfg, model, run_dir)
+
+    start_phase, phase_resume, previous = 0, None, None
+    if checkpoint is not None:
+        trainer.records = list(checkpoint["records"])
+        trainer.global_epoch = int(checkpoint["global_epoch"])
+        budget.load_state_dict(checkpoint["budget"])
+        start_phase = int(checkpoint["phase"])
+        if checkpoint["phase_done"]:
+            start_phase += 1
+            model.load_state_dict(checkpoint["model"])
+            previous = PhaseResult(rundir.load_weights(run_dir / rundir.BEST), None, {}, None)
+        else:
+            phase_resume = checkpoint
+
+    result = previous
+    for index in range(start_phase, len(phases)):
+        phase = phases[index]
+        phase.previous = result
+        result = trainer.run_phase(index, phase, phase_resume)
+        phase_resume = None
+    # summed from the log so that a resumed run reports the time of the whole run
+    train_s = sum(r["train_s"] + r.get("eval_s", 0.0) for r in trainer.records)
+
+    if result is None or result.best_state is None:
+        raise DslrecError("no epoch reached the target density, so there is no model to report; "
+                          "train for more epochs")
+    model.load_state_dict(result.best_state)
+    evaluate = make_evaluator(cfg, dataset)
+    t_eval = time.perf_counter()
+    test = evaluate(model, "test")
+    eval_s = time.perf_counter() - t_eval
+
+    epoch_times = [r["train_s"] for r in trainer.records]
+    summary = {
+        "model": cfg.model,
+        "method": cfg.method,
+        "dataset": dataset.sizes(),
+        "config": cfg.to_dict(),
+        "best_epoch": result.best_epoch,
+        "epochs_run": trainer.global_epoch,
+        "valid": result.best_valid,
+        "test": test,
+        "params": budget.summary(result.engine),
+        "time": {
+            "train_s": train_s,
+            "epoch_s": statistics.median(epoch_times) if epoch_times else None,
+            "eval_s": eval_s,
+        },
+        "peak_rss_mb": peak_rss_mb(),
+        "device": str(device),
+        "dslrec_version": __version__,
+        "run_dir": str(run_dir),
+    }
+    if device.type == "cuda":
+        summary["peak_cuda_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    summary["cost"] = run_cost(model, dataset, cfg, run_dir, summary)
+    rundir.write_json(run_dir / rundir.SUMMARY, summary)
+    return summary
