@@ -75,7 +75,8 @@ def sample_negatives(
     """One uniform item per entry of ``users`` that is not a positive (per ``keys``) of that user.
 
     Rejection sampling; each round redraws only the entries still bad. The
-    caller guarantees no user has every item as a positive.
+    caller guarantees no user has every item as a positive. Lookups are much
+    faster when ``users`` is sorted (shuffle afterwards, not before).
     """
     neg = np.empty(users.shape, dtype=np.int64)
     todo = np.arange(users.size)
@@ -122,17 +123,18 @@ def pairwise_epoch(
     rng = as_rng(rng)
     users, items = _trained_pairs(dataset)
     if per_user:
+        # i.i.d. uniform users, drawn as per-user counts so they come out grouped
+        # by user (sorted lookups are several times faster); shuffled below
         trained = dataset.trained_users()
+        counts = rng.multinomial(len(users), np.full(len(trained), 1.0 / len(trained)))
+        users = np.repeat(trained, counts)
         indptr = dataset.train.indptr.astype(np.int64)
-        u = trained[rng.integers(0, len(trained), size=len(users))]
-        deg = indptr[u + 1] - indptr[u]
-        pos = dataset.train.indices[indptr[u] + (rng.random(len(u)) * deg).astype(np.int64)]
-        users, items = u, pos.astype(np.int64)
-    else:
-        order = rng.permutation(len(users))
-        users, items = users[order], items[order]
+        deg = indptr[users + 1] - indptr[users]
+        pick = indptr[users] + (rng.random(len(users)) * deg).astype(np.int64)
+        items = dataset.train.indices[pick].astype(np.int64)
     neg = sample_negatives(pair_keys(dataset.train), users, dataset.n_items, rng)
-    return {"users": users, "pos": items, "neg": neg}
+    order = rng.permutation(len(users))
+    return {"users": users[order], "pos": items[order], "neg": neg[order]}
 
 
 def pointwise_epoch(
@@ -180,15 +182,17 @@ def eval_negatives(
     todo = np.arange(flat.size)
     while todo.size:
         flat[todo] = rng.integers(0, n, size=todo.size)
-        bad = np.zeros(flat.size, dtype=bool)
-        bad[todo] = contains(keys, flat_users[todo], flat[todo], n)
-        # a repeat within a row: keep its first occurrence (stable sort), redraw the rest
-        order = np.argsort(neg, axis=1, kind="stable")
-        srt = np.take_along_axis(neg, order, axis=1)
-        dup = np.zeros_like(bad).reshape(neg.shape)
+        bad = contains(keys, flat_users[todo], flat[todo], n)
+        # a repeat within a row (only rows just redrawn can have one): keep the
+        # first occurrence (stable sort), redraw the others
+        rows = np.unique(todo // n_neg)
+        sub = neg[rows]
+        order = np.argsort(sub, axis=1, kind="stable")
+        srt = np.take_along_axis(sub, order, axis=1)
+        dup = np.zeros(sub.shape, dtype=bool)
         np.put_along_axis(dup, order[:, 1:], srt[:, 1:] == srt[:, :-1], axis=1)
-        bad |= dup.reshape(-1)
-        todo = np.flatnonzero(bad)
+        r, c = np.nonzero(dup)
+        todo = np.union1d(todo[bad], rows[r] * n_neg + c)
     return neg
 
 

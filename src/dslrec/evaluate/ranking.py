@@ -1,0 +1,307 @@
+"""Full-ranking evaluation: every item a user has not trained on is ranked.
+
+For each user with at least one item in the target split, the scorer's scores
+over all items are computed, the user's training items (and validation items
+when the target is ``"test"``) are set to ``-inf`` so they rank last and can
+never count, and the top ``max(ks)`` items are compared with the target items.
+
+Ranking rule (the tests' reference uses the same): items are ordered by score,
+highest first; equal scores are ordered by lower item index first. NaN and
+-inf model scores count as the lowest finite score, so excluded items always
+come after every candidate and are never hits.
+
+``torch.topk`` picks an arbitrary subset among equal values, so the ranking
+is made deterministic this way: take the top ``K + 1`` values (from a cheap
+chunk-maxima pass, see ``top_values``); if the ``K``-th and ``K + 1``-th
+differ, the top-``K`` *set* is unique and only its order needs fixing (sort
+the K indices, then a stable descending sort by value). Rows with a tie across
+the cut, a NaN or a -inf among those values (rare with real-valued scores) are
+rescored and redone exactly: everything above the cut value, plus the
+lowest-indexed items equal to it until K are taken.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from dslrec.data.dataset import Dataset
+from dslrec.data.sampling import csr_rows
+from dslrec.errors import DslrecError
+from dslrec.evaluate.metrics import METRICS, check_ks, check_metrics, metric_key, rank_metrics
+
+Scorer = Callable[[torch.Tensor], torch.Tensor]
+CHUNK = 64  # items per chunk in the top-k candidate pass (see ``top_values``)
+
+
+@dataclass
+class UserMetrics:
+    """Per-user results of one evaluation (rows aligned with ``users``).
+
+    ``values[key]`` are float64 arrays (e.g. ``values["recall@20"]``);
+    ``topk`` (n, max K) are the ranked items (``-1`` past the number of
+    items), ``hits`` whether each is a target item; ``n_target`` the user's
+    number of items in the target split.
+    """
+
+    users: np.ndarray
+    n_target: np.ndarray
+    topk: np.ndarray
+    hits: np.ndarray
+    values: dict[str, np.ndarray]
+
+    def summary(self) -> dict[str, float]:
+        """Each metric averaged over the evaluated users."""
+        return {k: float(v.mean()) for k, v in self.values.items()}
+
+
+SCORE_BLOCK_BYTES = {"cpu": 2**28}  # float32 scores per batch; 2 GiB elsewhere
+
+
+def default_batch_size(device: str | torch.device, n_items: int) -> int:
+    """Users per evaluation batch: a (B, n_items) float32 block of 256 MiB on CPU, 2 GiB on GPUs.
+
+    Few big batches measured fastest on a busy 2-core CPU (fewer thread
+    synchronisations and better GEMM shapes); the block bounds the memory.
+    """
+    budget = SCORE_BLOCK_BYTES.get(torch.device(device).type, 2**31)
+    return max(1, budget // (4 * max(n_items, 1)))
+
+
+def exclusion_splits(dataset: Dataset, split: str) -> list:
+    """Splits whose items are removed from the ranking when evaluating ``split``."""
+    if split == "valid":
+        return [dataset.train]
+    if split == "test":
+        return [dataset.train, dataset.valid]
+    raise DslrecError(f"cannot evaluate on split {split!r}; choose valid or test")
+
+
+def eval_users(dataset: Dataset, split: str, users: np.ndarray | None = None) -> np.ndarray:
+    """Users (of ``users``, default all) with at least one item in ``split``."""
+    n_target = np.diff(dataset.split(split).indptr)
+    if users is None:
+        return np.flatnonzero(n_target > 0)
+    users = np.asarray(users, dtype=np.int64).reshape(-1)
+    if users.size and (users.min() < 0 or users.max() >= len(n_target)):
+        raise DslrecError(
+            f"user indices must lie in 0..{len(n_target) - 1} for dataset {dataset.name!r}; "
+            f"got {int(users.min())}..{int(users.max())}"
+        )
+    return users[n_target[users] > 0]
+
+
+def own_scores(scores: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """The scorer's output, checked, as a contiguous float tensor safe to write into."""
+    if tuple(scores.shape) != shape:
+        raise ValueError(f"scorer returned shape {tuple(scores.shape)}, expected {shape}")
+    if not scores.is_floating_point():
+        return scores.float()
+    if scores.requires_grad or scores._is_view() or not scores.is_contiguous():
+        # never write into a model's cached tensor or an expanded view
+        return scores.detach().clone(memory_format=torch.contiguous_format)
+    return scores
+
+
+def exclude_(scores: torch.Tensor, splits: Sequence, users: np.ndarray) -> None:
+    """Set the scores of the users' items in ``splits`` to -inf, in place."""
+    for m in splits:
+        rows, cols, _ = csr_rows(m, users)
+        if len(rows):
+            dev = scores.device
+            idx = (torch.from_numpy(rows).to(dev), torch.from_numpy(cols).to(dev))
+            scores.index_put_(idx, torch.tensor(float("-inf"), device=dev, dtype=scores.dtype))
+
+
+def top_values(
+    scores: torch.Tensor, k: int, chunk: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` largest values per row (exact, descending) and items holding them.
+
+    Indices are exact for every value strictly above the ``k``-th largest
+    value; among values equal to it the choice is arbitrary (the caller
+    repairs such rows). NaN counts as larger than everything, as in
+    ``torch.topk``.
+
+    Fast path for wide rows: the maxima of chunks of ``chunk`` consecutive
+    items are one cheap pass; the k-th largest chunk maximum m is a lower
+    bound of the k-th largest value (k chunks each hold a value >= m), so
+    every value above m lies in the k best chunks or in the leftover tail
+    (< chunk items, always kept), and ``topk`` only runs over those.
+    """
+    b, n = scores.shape
+    chunk = chunk or CHUNK
+    n_chunks = n // chunk
+    if n_chunks < 4 * k:  # too few chunks to pay off
+        return torch.topk(scores, k, dim=1, largest=True, sorted=True)
+    n_main = n_chunks * chunk
+    blocks = scores[:, :n_main].view(b, n_chunks, chunk)
+    best = torch.topk(blocks.amax(dim=2), k, dim=1, largest=True, sorted=False).indices
+    cand = torch.gather(blocks, 1, best[:, :, None].expand(b, k, chunk)).view(b, k * chunk)
+    if n_main < n:
+        cand = torch.cat([cand, scores[:, n_main:]], dim=1)
+    vals, pos = torch.topk(cand, k, dim=1, largest=True, sorted=True)
+    in_block = pos < k * chunk
+    block_item = torch.gather(best, 1, (pos // chunk).clamp_(max=k - 1)) * chunk + pos % chunk
+    return vals, torch.where(in_block, block_item, pos - k * chunk + n_main)
+
+
+def exact_top(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top ``k`` per row with ties at the cut resolved by lower item index (NaN-free input)."""
+    cut = torch.topk(scores, k, dim=1, largest=True, sorted=True).values[:, k - 1 : k]
+    above = scores > cut
+    need = k - above.sum(dim=1, keepdim=True)
+    equal = scores == cut
+    take = above | (equal & (torch.cumsum(equal, dim=1) <= need))
+    # nonzero is row-major: exactly k columns per row, in ascending item index
+    idx = torch.nonzero(take)[:, 1].view(-1, k)
+    return torch.gather(scores, 1, idx), idx
+
+
+def order_top(vals: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sort each row's top items by value descending, then item index ascending."""
+    idx, perm = torch.sort(idx, dim=1)
+    vals = torch.gather(vals, 1, perm)
+    vals, perm = torch.sort(vals, dim=1, descending=True, stable=True)
+    return vals, torch.gather(idx, 1, perm)
+
+
+def topk_ordered(
+    scores: torch.Tensor, k: int, rescore: Callable[[torch.Tensor], torch.Tensor] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(values, items) of the top ``k`` per row: score descending, then item index ascending.
+
+    ``scores`` may hold NaN and -inf (excluded items are -inf). Rows whose top
+    ``k + 1`` values show a tie across the cut, a NaN or a -inf are redone
+    exactly from ``rescore(rows)``, which must give those rows with NaN / -inf
+    model scores replaced by the lowest finite value and excluded items at
+    -inf, so excluded items rank after every candidate (``evaluate`` calls the
+    scorer again). Default: a copy of the rows with NaN made the lowest finite
+    value (a model's -inf then ties with excluded items).
+    """
+    n = scores.shape[1]
+    k = min(k, n)
+    kq = min(k + 1, n)
+    vals, idx = top_values(scores, kq)
+    bad = torch.isnan(vals).any(dim=1) | (vals[:, -1] == float("-inf"))
+    if kq > k:
+        bad |= vals[:, k] == vals[:, k - 1]
+    vals, idx = vals[:, :k].contiguous(), idx[:, :k].contiguous()
+    rows = torch.nonzero(bad).flatten()
+    if rows.numel():
+        if rescore is None:
+            info = torch.finfo(scores.dtype)
+            sub = scores[rows].nan_to_num_(nan=info.min, posinf=float("inf"), neginf=float("-inf"))
+        else:
+            sub = rescore(rows)
+        vals[rows], idx[rows] = exact_top(sub, k)
+    return order_top(vals, idx)
+
+
+def clean_scores(scorer: Scorer, users: np.ndarray, splits, n_items: int, device) -> torch.Tensor:
+    """Scores of ``users`` with NaN / -inf clamped to the lowest finite value, then exclusions at -inf."""
+    scores = own_scores(scorer(torch.from_numpy(users).to(device)), (len(users), n_items))
+    info = torch.finfo(scores.dtype)
+    scores = scores.nan_to_num_(nan=info.min, posinf=float("inf"), neginf=info.min)
+    exclude_(scores, splits, users)
+    return scores
+
+
+def target_hits(target, users: np.ndarray, items: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Bool (B, K): is ``items[b, j]`` a target item of ``users[b]`` (and a real candidate)?"""
+    n_items = target.shape[1]
+    rows, cols, _ = csr_rows(target, users)
+    device = items.device
+    keys = torch.from_numpy(rows * n_items + cols).to(device)  # sorted: CSR order
+    if keys.numel() == 0:
+        return torch.zeros_like(items, dtype=torch.bool)
+    q = torch.arange(len(users), device=device)[:, None] * n_items + items
+    pos = torch.searchsorted(keys, q.reshape(-1)).clamp_(max=keys.numel() - 1)
+    return (keys[pos] == q.reshape(-1)).view_as(items) & valid
+
+
+def rank_users(
+    scorer: Scorer,
+    dataset: Dataset,
+    split: str = "valid",
+    ks: Sequence[int] = (20,),
+    metrics: Sequence[str] = METRICS,
+    batch_size: int | None = None,
+    device: str | torch.device = "cpu",
+    users: np.ndarray | None = None,
+) -> UserMetrics:
+    """Per-user full-ranking metrics; see ``evaluate``."""
+    batch_size = batch_size or default_batch_size(device, dataset.n_items)
+    if batch_size < 1:
+        raise DslrecError(f"evaluation batch size must be >= 1, got {batch_size}")
+    ks = check_ks(ks)
+    metrics = check_metrics(metrics)
+    splits = exclusion_splits(dataset, split)
+    target = dataset.split(split)
+    users = eval_users(dataset, split, users)
+    if len(users) == 0:
+        raise DslrecError(
+            f"dataset {dataset.name!r}: no user has items in the {split} split, so there is "
+            "nothing to evaluate; use a split with held-out items (e.g. a non-zero valid ratio)"
+        )
+    n_items = dataset.n_items
+    max_k = max(ks)
+    n_target_all = np.diff(target.indptr)
+    tops, hit_list = [], []
+    values: dict[str, list] = {metric_key(m, k): [] for k in ks for m in metrics}
+    with torch.no_grad():
+        for start in range(0, len(users), batch_size):
+            u = users[start : start + batch_size]
+            scores = own_scores(scorer(torch.from_numpy(u).to(device)), (len(u), n_items))
+            exclude_(scores, splits, u)
+
+            def rescore(rows: torch.Tensor, u=u) -> torch.Tensor:
+                return clean_scores(scorer, u[rows.cpu().numpy()], splits, n_items, device)
+
+            vals, items = topk_ordered(scores, max_k, rescore)
+            hits = target_hits(target, u, items, vals > float("-inf"))
+            n_target = torch.from_numpy(n_target_all[u]).to(hits.device)
+            for key, v in rank_metrics(hits, n_target, ks, metrics).items():
+                values[key].append(v.double().cpu().numpy())
+            pad = max_k - items.shape[1]  # fewer items than K
+            tops.append(np.pad(items.cpu().numpy(), ((0, 0), (0, pad)), constant_values=-1))
+            hit_list.append(np.pad(hits.cpu().numpy(), ((0, 0), (0, pad))))
+    cat = lambda xs, shape, dt: np.concatenate(xs) if xs else np.zeros(shape, dt)  # noqa: E731
+    return UserMetrics(
+        users=users,
+        n_target=n_target_all[users],
+        topk=cat(tops, (0, max_k), np.int64),
+        hits=cat(hit_list, (0, max_k), bool),
+        values={k: cat(v, (0,), np.float64) for k, v in values.items()},
+    )
+
+
+def evaluate(
+    scorer: Scorer,
+    dataset: Dataset,
+    split: str = "valid",
+    ks: Sequence[int] = (20,),
+    metrics: Sequence[str] = METRICS,
+    batch_size: int | None = None,
+    device: str | torch.device = "cpu",
+    users: np.ndarray | None = None,
+    per_user: bool = False,
+):
+    """Full-ranking metrics on ``split`` ("valid" or "test"), averaged over users.
+
+    ``scorer(users LongTensor) -> (B, n_items)`` scores. Users evaluated: those
+    (of ``users``, default all) with at least one item in ``split``; others are
+    skipped. Returns ``{"recall@20": ..., "ndcg@20": ..., ...}`` (one key per
+    metric and K; definitions in ``dslrec.evaluate.metrics``). With
+    ``per_user=True`` returns ``(summary, UserMetrics)`` for group breakdowns.
+    ``batch_size`` users are scored at a time (default: as many as fit a
+    256 MiB block of scores on CPU, 2 GiB on accelerators).
+    Works for every protocol: under ``"users"`` the held-out users' fold-in
+    rows live in ``train`` and are excluded like any training items.
+    """
+    result = rank_users(scorer, dataset, split, ks, metrics, batch_size, device, users)
+    summary = result.summary()
+    return (summary, result) if per_user else summary

@@ -1,0 +1,370 @@
+"""Evaluation against slow, obviously-correct pure-Python references."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dslrec.data.dataset import Dataset, csr_from_pairs
+from dslrec.errors import DslrecError
+from dslrec.evaluate import (
+    evaluate,
+    group_counts,
+    item_group_metrics,
+    item_groups,
+    popularity_groups,
+    sampled_evaluate,
+    sampled_negatives,
+    topk_ordered,
+    user_group_metrics,
+    user_groups,
+)
+from dslrec.evaluate.ranking import rank_users
+
+# ---------------------------------------------------------------- fixtures
+
+
+def random_dataset(seed=0, n_users=40, n_items=30, overlap=False, train_users=None) -> Dataset:
+    """Random splits; some users have no valid/test items, some fewer test items than K."""
+    rng = np.random.default_rng(seed)
+    cell = rng.random((n_users, n_items))
+    train = cell < 0.25
+    valid = (cell >= 0.25) & (cell < 0.30)
+    test = (cell >= 0.30) & (cell < 0.40)
+    test[: n_users // 5] = False  # users without test items are skipped
+    valid[-3:] = False
+    if overlap:  # a test item also in train: excluded, so never a hit, still counted in n_target
+        test[n_users // 5, np.flatnonzero(train[n_users // 5])[:1]] = True
+    shape = (n_users, n_items)
+
+    def m(mask):
+        u, i = np.nonzero(mask)
+        return csr_from_pairs(u, i, shape)
+
+    return Dataset(
+        name="rand",
+        user_ids=np.arange(n_users).astype(str),
+        item_ids=np.arange(n_items).astype(str),
+        train=m(train),
+        valid=m(valid),
+        test=m(test),
+        protocol="users" if train_users is not None else "fixed",
+        train_users=train_users,
+    )
+
+
+def score_matrix(n_users, n_items, ties: bool, seed=1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    s = rng.standard_normal((n_users, n_items)).astype(np.float32)
+    return np.round(s).astype(np.float32) if ties else s  # rounding: many exact ties
+
+
+def matrix_scorer(s: np.ndarray):
+    t = torch.from_numpy(s)
+    return lambda users: t[users]
+
+
+def row_set(m, u):
+    return set(m.indices[m.indptr[u] : m.indptr[u + 1]].tolist())
+
+
+# ---------------------------------------------------------------- reference
+
+
+def ref_ranked(scores, excluded, k):
+    """Top-k candidates: not excluded, score descending, lower item index first on ties."""
+    key = [(-(float("-inf") if math.isnan(s) else s), i) for i, s in enumerate(scores)]
+    cand = sorted(x for x in key if x[1] not in excluded)
+    return [i for _, i in cand[:k]]
+
+
+def ref_metrics(ranked, targets, k):
+    hits = [1 if i in targets else 0 for i in ranked[:k]]
+    n_hit = sum(hits)
+    dcg = sum(h / math.log2(r + 2) for r, h in enumerate(hits))
+    idcg = sum(1 / math.log2(r + 2) for r in range(min(len(targets), k)))
+    first = next((r for r, h in enumerate(hits) if h), None)
+    return {
+        f"recall@{k}": n_hit / len(targets),
+        f"precision@{k}": n_hit / k,
+        f"hitrate@{k}": float(n_hit > 0),
+        f"ndcg@{k}": dcg / idcg,
+        f"mrr@{k}": 0.0 if first is None else 1 / (first + 1),
+    }
+
+
+def ref_evaluate(s, d, split, ks):
+    target = d.split(split)
+    per_user = {}
+    for u in range(d.n_users):
+        targets = row_set(target, u)
+        if not targets:
+            continue
+        excluded = row_set(d.train, u) | (row_set(d.valid, u) if split == "test" else set())
+        ranked = ref_ranked(s[u].tolist(), excluded, max(ks))
+        per_user[u] = {}
+        for k in ks:
+            per_user[u].update(ref_metrics(ranked, targets, k))
+    keys = per_user[next(iter(per_user))].keys()
+    means = {key: sum(v[key] for v in per_user.values()) / len(per_user) for key in keys}
+    return means, per_user
+
+
+# ---------------------------------------------------------------- full ranking
+
+
+@pytest.mark.parametrize("ties", [True, False])
+@pytest.mark.parametrize("split", ["valid", "test"])
+def test_full_ranking_matches_reference(ties, split):
+    d = random_dataset(seed=3, overlap=True)
+    s = score_matrix(d.n_users, d.n_items, ties)
+    ks = (1, 3, 5, 20)
+    summary, result = evaluate(
+        matrix_scorer(s), d, split, ks=ks, batch_size=7, per_user=True
+    )
+    ref_means, ref_users = ref_evaluate(s, d, split, ks)
+    assert summary.keys() == ref_means.keys()
+    for key, value in ref_means.items():
+        assert summary[key] == pytest.approx(value, abs=1e-12), key
+    assert result.users.tolist() == sorted(ref_users)
+    for row, u in enumerate(result.users):
+        for key, value in ref_users[u].items():
+            assert result.values[key][row] == pytest.approx(value, abs=1e-12), (u, key)
+
+
+@pytest.mark.parametrize("ties", [True, False])
+def test_chunked_candidate_pass_matches_reference(ties, monkeypatch):
+    # small chunks so the chunk-maxima path runs on tiny data; 403 items leave a tail chunk
+    monkeypatch.setattr("dslrec.evaluate.ranking.CHUNK", 4)
+    d = random_dataset(seed=16, n_users=25, n_items=403)
+    s = score_matrix(d.n_users, d.n_items, ties)
+    s[3, :] = 0.0  # a row of equal scores
+    ks = (1, 5, 20)
+    ref_means, ref_users = ref_evaluate(s, d, "test", ks)
+    _, result = evaluate(matrix_scorer(s), d, "test", ks=ks, batch_size=8, per_user=True)
+    for row, u in enumerate(result.users):
+        for key, value in ref_users[u].items():
+            assert result.values[key][row] == pytest.approx(value, abs=1e-12), (u, key)
+        excluded = row_set(d.train, u) | row_set(d.valid, u)
+        assert result.topk[row].tolist() == ref_ranked(s[u].tolist(), excluded, 20)
+
+
+def test_model_minus_inf_scores_rank_before_excluded_items():
+    d = random_dataset(seed=17)
+    s = score_matrix(d.n_users, d.n_items, ties=False)
+    s[:, 1::2] = -np.inf  # fewer than K finite candidates for every user
+    s[::3, ::5] = np.nan
+    ks = (10, 25, 40)  # 40 > n_items: every item is listed, order still matters
+    ref_means, ref_users = ref_evaluate(s, d, "valid", ks)
+    _, result = evaluate(matrix_scorer(s), d, "valid", ks=ks, per_user=True)
+    for row, u in enumerate(result.users):
+        for key, value in ref_users[u].items():
+            assert result.values[key][row] == pytest.approx(value, abs=1e-12), (u, key)
+
+
+def test_topk_items_follow_tie_rule_and_exclusions():
+    d = random_dataset(seed=4)
+    s = score_matrix(d.n_users, d.n_items, ties=True, seed=5)
+    result = rank_users(matrix_scorer(s), d, "test", ks=(10,), batch_size=5)
+    for row, u in enumerate(result.users):
+        excluded = row_set(d.train, u) | row_set(d.valid, u)
+        assert result.topk[row].tolist() == ref_ranked(s[u].tolist(), excluded, 10)
+        assert not excluded & set(result.topk[row].tolist())
+
+
+def test_scorer_favouring_training_items_never_ranks_them():
+    d = random_dataset(seed=6)
+    dense_train = torch.from_numpy(d.train.toarray())
+    scorer = lambda u: dense_train[u] * 100 + 0.01 * torch.arange(d.n_items)  # noqa: E731
+    result = rank_users(scorer, d, "valid", ks=(5,))
+    for row, u in enumerate(result.users):
+        assert not row_set(d.train, u) & set(result.topk[row].tolist())
+
+
+def test_only_users_with_targets_and_requested_users():
+    d = random_dataset(seed=7)
+    s = score_matrix(d.n_users, d.n_items, ties=False)
+    has = np.flatnonzero(np.diff(d.test.indptr) > 0)
+    assert evaluate(matrix_scorer(s), d, "test", per_user=True)[1].users.tolist() == has.tolist()
+    pick = np.array([0, 1, has[0], has[3]])  # 0 and 1 have no test items
+    _, res = evaluate(matrix_scorer(s), d, "test", users=pick, per_user=True)
+    assert res.users.tolist() == [has[0], has[3]]
+
+
+def test_k_beyond_candidates_and_items():
+    d = random_dataset(seed=8, n_items=12)
+    s = score_matrix(d.n_users, d.n_items, ties=True)
+    ks = (12, 15)
+    ref_means, _ = ref_evaluate(s, d, "test", ks)
+    got = evaluate(matrix_scorer(s), d, "test", ks=ks)
+    for key, value in ref_means.items():
+        assert got[key] == pytest.approx(value, abs=1e-12), key
+
+
+def test_views_are_not_written_and_nan_ranks_last():
+    d = random_dataset(seed=9)
+    pop = torch.arange(d.n_items, dtype=torch.float32)
+    before = pop.clone()
+    evaluate(lambda u: pop.expand(len(u), -1), d, "valid")
+    assert torch.equal(pop, before)
+    s = score_matrix(d.n_users, d.n_items, ties=False)
+    s[:, ::2] = np.nan
+    ref_means, _ = ref_evaluate(s, d, "test", (5,))
+    got = evaluate(matrix_scorer(s), d, "test", ks=(5,))
+    assert got["ndcg@5"] == pytest.approx(ref_means["ndcg@5"], abs=1e-12)
+
+
+def test_strong_generalisation_excludes_fold_in():
+    mask = np.zeros(40, dtype=bool)
+    mask[:20] = True
+    d = random_dataset(seed=10, train_users=mask)
+    s = score_matrix(d.n_users, d.n_items, ties=False)
+    ref_means, _ = ref_evaluate(s, d, "test", (20,))
+    got = evaluate(matrix_scorer(s), d, "test")
+    assert got["recall@20"] == pytest.approx(ref_means["recall@20"], abs=1e-12)
+
+
+def test_bad_arguments():
+    d = random_dataset()
+    sc = matrix_scorer(score_matrix(d.n_users, d.n_items, ties=False))
+    with pytest.raises(DslrecError, match="split"):
+        evaluate(sc, d, "train")
+    with pytest.raises(DslrecError, match="metric"):
+        evaluate(sc, d, metrics=("auc",))
+    with pytest.raises(DslrecError, match="positive"):
+        evaluate(sc, d, ks=(0,))
+    with pytest.raises(DslrecError, match="user indices"):
+        evaluate(sc, d, users=np.array([d.n_users]))
+    with pytest.raises(DslrecError, match="nothing to evaluate"):
+        evaluate(sc, d, "test", users=np.array([0]))  # user 0 has no test items
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    rows=st.integers(1, 4),
+    cols=st.integers(1, 80),
+    k=st.integers(1, 14),
+    chunk=st.sampled_from([1, 2, 3, 64]),
+    data=st.data(),
+)
+def test_topk_ordered_is_a_stable_sort(rows, cols, k, chunk, data):
+    import dslrec.evaluate.ranking as ranking
+
+    vals = data.draw(
+        st.lists(st.integers(-2, 2), min_size=rows * cols, max_size=rows * cols)
+    )
+    s = torch.tensor(vals, dtype=torch.float32).view(rows, cols)
+    old, ranking.CHUNK = ranking.CHUNK, chunk
+    try:
+        v, idx = topk_ordered(s, k)
+    finally:
+        ranking.CHUNK = old
+    for r in range(rows):
+        expected = sorted(range(cols), key=lambda i: (-vals[r * cols + i], i))[: min(k, cols)]
+        assert idx[r].tolist() == expected
+        assert v[r].tolist() == [vals[r * cols + i] for i in expected]
+
+
+# ---------------------------------------------------------------- sampled protocol
+
+
+def test_sampled_protocol_matches_reference():
+    d = random_dataset(seed=11, n_users=30, n_items=300)
+    s = score_matrix(d.n_users, d.n_items, ties=True, seed=12)
+    users, negs = sampled_negatives(d, "test", n_neg=100, seed=3)
+    assert negs.shape == (len(users), 100)
+    for row, u in enumerate(users):
+        positives = row_set(d.train, u) | row_set(d.valid, u) | row_set(d.test, u)
+        assert len(set(negs[row].tolist())) == 100
+        assert not positives & set(negs[row].tolist())
+    got = sampled_evaluate(matrix_scorer(s), d, "test", ks=(10, 20), negatives=(users, negs), batch_size=4)
+    ref = {}
+    for row, u in enumerate(users):
+        per_pair = []
+        for p in sorted(row_set(d.test, u)):
+            cand = [p] + negs[row].tolist()
+            ranked = sorted(cand, key=lambda i: (-s[u, i], i))
+            r = ranked.index(p)
+            per_pair.append({
+                **{f"sampled_hitrate@{k}": float(r < k) for k in (10, 20)},
+                **{f"sampled_ndcg@{k}": (1 / math.log2(r + 2)) if r < k else 0.0 for k in (10, 20)},
+                **{f"sampled_mrr@{k}": (1 / (r + 1)) if r < k else 0.0 for k in (10, 20)},
+            })
+        for key in per_pair[0]:
+            ref.setdefault(key, []).append(sum(x[key] for x in per_pair) / len(per_pair))
+    assert got.keys() == ref.keys()
+    for key, values in ref.items():
+        assert got[key] == pytest.approx(sum(values) / len(values), abs=1e-12), key
+
+
+def test_sampled_negatives_deterministic_and_need_room():
+    d = random_dataset(seed=13, n_users=20, n_items=200)
+    a = sampled_negatives(d, "test", 50, seed=1)[1]
+    assert np.array_equal(a, sampled_negatives(d, "test", 50, seed=1)[1])
+    assert not np.array_equal(a, sampled_negatives(d, "test", 50, seed=2)[1])
+    with pytest.raises(DslrecError, match="sampled protocol"):
+        sampled_negatives(random_dataset(seed=13, n_items=60), "test", 100)
+
+
+# ---------------------------------------------------------------- popularity groups
+
+
+@settings(max_examples=40, deadline=None)
+@given(counts=st.lists(st.integers(0, 50), min_size=1, max_size=300), n_groups=st.integers(1, 10))
+def test_popularity_groups_equal_totals(counts, n_groups):
+    counts = np.array(counts)
+    g = popularity_groups(counts, n_groups)
+    assert g.min() >= 0 and g.max() < n_groups
+    totals = group_counts(counts, g, n_groups)
+    assert totals.sum() == counts.sum()
+    share = counts.sum() / n_groups
+    # each group's total is off its share by at most one entity at each cut
+    assert np.all(np.abs(totals - share) <= 2 * counts.max() + 1e-9)
+    # groups are ordered by popularity: every member of group g+1 is at least as popular
+    for a in range(n_groups - 1):
+        lo, hi = counts[g == a], counts[g > a]
+        if lo.size and hi.size:
+            assert lo.max() <= hi.min()
+
+
+def test_groups_on_dataset_and_group_counts_torch():
+    d = random_dataset(seed=14, n_users=200, n_items=80)
+    ug, ig = user_groups(d), item_groups(d)
+    assert group_counts(d.user_activity(), ug).sum() == d.train.nnz
+    assert group_counts(d.item_popularity(), ig).sum() == d.train.nnz
+    t = group_counts(torch.ones(d.n_users), torch.from_numpy(ug), 10)
+    assert torch.equal(t, torch.from_numpy(np.bincount(ug, minlength=10)).float())
+
+
+def test_group_metrics_match_reference():
+    d = random_dataset(seed=15, n_users=120, n_items=60)
+    s = score_matrix(d.n_users, d.n_items, ties=True)
+    _, result = evaluate(matrix_scorer(s), d, "test", ks=(5, 10), per_user=True)
+    ug, ig = user_groups(d, 4), item_groups(d, 4)
+    _, ref_users = ref_evaluate(s, d, "test", (5, 10))
+    by_user = user_group_metrics(result, ug, 4)
+    for gi in range(4):
+        members = [u for u in ref_users if ug[u] == gi]
+        assert by_user["users"][gi] == len(members)
+        if members:
+            want = sum(ref_users[u]["recall@10"] for u in members) / len(members)
+            assert by_user["recall@10"][gi] == pytest.approx(want, abs=1e-12)
+    by_item = item_group_metrics(result, d.test, ig, ks=(5, 10), n_groups=4)
+    for gi in range(4):
+        recalls, n_hits = [], 0
+        for u in ref_users:
+            excluded = row_set(d.train, u) | row_set(d.valid, u)
+            top = set(ref_ranked(s[u].tolist(), excluded, 10))
+            tg = {i for i in row_set(d.test, u) if ig[i] == gi}
+            if tg:
+                recalls.append(len(tg & top) / len(tg))
+                n_hits += len(tg & top)
+        assert by_item["hits@10"][gi] == n_hits
+        if recalls:
+            assert by_item["recall@10"][gi] == pytest.approx(sum(recalls) / len(recalls), abs=1e-12)
+    assert sum(by_item["targets"]) == sum(len(row_set(d.test, u)) for u in ref_users)
