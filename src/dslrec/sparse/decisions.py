@@ -1,0 +1,274 @@
+"""Which weights to prune and which to grow: pure functions on flat tensors.
+
+Nothing here touches a model or an optimiser. Every function takes 1-D
+tensors of one *scope* (a single flattened tensor, or the concatenation of
+all sparsified tensors for the global scope) and returns a new boolean mask
+or selection. Storage of masks and their application to weights and
+optimiser state live elsewhere (``storage.py``), so a compact storage mode
+can reuse these decisions unchanged.
+
+Ties: selections are exact (always ``k`` positions). Positions are ranked by
+score; positions with equal score at the cut-off are chosen uniformly at
+random with the caller's ``torch.Generator``. Random tie-breaking matters:
+most positions of an embedding table get an exactly-zero gradient in a
+mini-batch, so "largest |g|" is usually a tie among many zeros, and breaking
+it by index would systematically favour low user/item ids.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from dslrec.errors import DslrecError
+
+# --- primitives: numpy on CPU (several times faster single-threaded), torch elsewhere ----------
+
+USE_NUMPY = True  # tests switch it off to exercise the torch code path used on GPUs
+
+
+def _numpy(t: Tensor) -> bool:
+    return USE_NUMPY and t.device.type == "cpu"
+
+
+def flat_nonzero(b: Tensor) -> Tensor:
+    """Indices (int64) of the True entries of a 1-D bool tensor."""
+    if _numpy(b):
+        return torch.from_numpy(np.flatnonzero(b.numpy()))
+    return b.nonzero().squeeze(1)
+
+
+def _count(b: Tensor) -> int:
+    return int(torch.count_nonzero(b))
+
+
+def _kth_smallest(values: Tensor, k: int) -> Tensor:
+    """The k-th smallest value (1-based) of a 1-D tensor, as a 0-d tensor on its device."""
+    if _numpy(values):
+        # numpy's introselect is several times faster than torch.kthvalue on CPU, but it
+        # degrades badly on long runs of equal values: _threshold strips those first
+        return torch.as_tensor(np.partition(values.numpy(), k - 1)[k - 1])
+    return torch.kthvalue(values, k).values
+
+
+def _diverged() -> DslrecError:
+    return DslrecError("NaN weights or gradients reached a mask update: the run diverged; "
+                       "lower the learning rate or check the loss")
+
+
+def _threshold(vals: Tensor, k: int) -> Tensor:
+    """The k-th smallest value, without running a selection over big blocks of equal
+    values at either end (exact zeros, constant scores)."""
+    lo, hi = torch.aminmax(vals)
+    if torch.isnan(lo) or torch.isnan(hi):
+        raise _diverged()
+    n_lo = _count(vals == lo)
+    if n_lo >= k:
+        return lo
+    n_hi = _count(vals == hi)
+    if vals.numel() - n_hi < k:
+        return hi
+    if n_lo + n_hi > vals.numel() // 100:
+        return _kth_smallest(vals[flat_nonzero((vals > lo) & (vals < hi))], k - n_lo).to(vals.device)
+    return _kth_smallest(vals, k).to(vals.device)
+
+
+def _draw_distinct(n: int, k: int, generator: torch.Generator | None, pool: Tensor | None = None) -> Tensor:
+    """Bool mask over ``range(n)`` of at least ``k`` distinct uniform draws (restricted to
+    ``pool`` when given). The set of distinct values of i.i.d. uniform draws is
+    exchangeable: given its size, every subset of the pool is equally likely."""
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    seen = torch.zeros(n, dtype=torch.bool, device=gen_device)
+    pool = None if pool is None else pool.to(gen_device)
+    rate = 1.0 if pool is None else _count(pool) / n
+    have = 0
+    while have < k:
+        extra = int(1.1 * (k - have) / rate) + 16
+        draw = torch.randint(0, n, (extra,), generator=generator, device=gen_device)
+        if pool is not None:
+            draw = draw[pool[draw]]
+        seen[draw] = True
+        have = _count(seen)
+    return seen
+
+
+def _random_subset(n: int, k: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
+    """``k`` distinct indices drawn uniformly from ``range(n)`` (a uniform random k-subset)."""
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    if k <= 0:
+        return torch.empty(0, dtype=torch.int64, device=device)
+    if 4 * k <= n:
+        # few of many: distinct uniform draws, then a few of them dropped at random; O(n) on
+        # bytes with no sort, instead of ranking n random keys
+        idx = flat_nonzero(_draw_distinct(n, k, generator))
+        if idx.numel() > k:
+            keep = torch.ones(idx.numel(), dtype=torch.bool, device=idx.device)
+            keep[_random_subset(idx.numel(), idx.numel() - k, generator, idx.device)] = False
+            idx = idx[keep]
+        return idx.to(device)
+    # a large share: the k smallest of n random keys (keys equal at the cut-off, vanishingly
+    # rare, are taken in index order so the count stays exact)
+    keys = torch.rand(n, generator=generator, device=gen_device)
+    thr = _kth_smallest(keys, k)
+    below = flat_nonzero(keys < thr)
+    at = flat_nonzero(keys == thr)[: k - below.numel()]
+    return torch.cat([below, at]).to(device)
+
+
+def random_pick(pool: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
+    """Bool mask of ``k`` positions drawn uniformly at random from the True entries of ``pool``."""
+    n_pool = _count(pool)
+    if k > n_pool:
+        raise ValueError(f"cannot pick {k} of {n_pool} positions")
+    if k == n_pool:
+        return pool.clone()
+    if 4 * k <= n_pool and 4 * n_pool >= pool.numel():
+        # draw straight from the pool's positions, rejecting the few outside it
+        seen = _draw_distinct(pool.numel(), k, generator, pool).to(pool.device)
+        extra = _count(seen) - k
+        if extra > 0:
+            idx = flat_nonzero(seen).to(pool.device)
+            seen[idx[_random_subset(idx.numel(), extra, generator, pool.device)]] = False
+        return seen
+    idx = flat_nonzero(pool).to(pool.device)
+    picked = torch.zeros_like(pool)
+    picked[idx[_random_subset(idx.numel(), k, generator, pool.device)]] = True
+    return picked
+
+
+# --- selections ---------------------------------------------------------------------------
+
+def select_smallest(scores: Tensor, eligible: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
+    """Bool mask of exactly ``k`` eligible positions with the smallest scores.
+
+    ``scores`` and ``eligible`` are 1-D of equal length; ``k`` must not exceed the
+    number of eligible positions. Positions tied at the cut-off are chosen uniformly
+    at random with ``generator``.
+    """
+    chosen = torch.zeros(eligible.shape, dtype=torch.bool, device=eligible.device)
+    if k <= 0:
+        return chosen
+    idx = flat_nonzero(eligible).to(eligible.device)
+    if k > idx.numel():
+        raise ValueError(f"cannot select {k} of {idx.numel()} eligible positions")
+    if k == idx.numel():
+        return eligible.clone()
+    vals = scores.detach().float().reshape(-1).index_select(0, idx)
+    thr = _threshold(vals, k)
+    below = idx[flat_nonzero(vals < thr).to(idx.device)]
+    chosen[below] = True
+    need = k - below.numel()
+    if need > 0:
+        ties = idx[flat_nonzero(vals == thr).to(idx.device)]
+        if ties.numel() < need:
+            raise _diverged()
+        if ties.numel() > need:
+            ties = ties[_random_subset(ties.numel(), need, generator, idx.device)]
+        chosen[ties] = True
+    return chosen
+
+
+def select_largest(scores: Tensor, eligible: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
+    """Bool mask of exactly ``k`` eligible positions with the largest scores (random among ties).
+
+    Grow scores are mostly exact zeros (an embedding row outside the mini-batch has no
+    gradient), so positive scores are handled first: if they do not fill ``k``, all of
+    them are taken and the rest is a uniform random subset of the zeros, without any
+    selection over the zero block.
+    """
+    if k <= 0:
+        return torch.zeros(eligible.shape, dtype=torch.bool, device=eligible.device)
+    s = scores.detach()
+    positive = (s > 0) & eligible
+    n_positive = _count(positive)
+    if n_positive > k:
+        return select_smallest(-s, positive, k, generator)
+    if n_positive == k:
+        return positive
+    if bool((s < 0).any()):  # not a non-negative score: the general path
+        return select_smallest(-s, eligible, k, generator)
+    return positive | random_pick(eligible & ~positive, k - n_positive, generator)  # NaN counts as zero
+
+
+def choose_prune(kind: str, weight: Tensor, mask: Tensor, k: int, grad: Tensor | None = None,
+                 generator: torch.Generator | None = None) -> Tensor:
+    """Bool mask of the ``k`` active positions to deactivate.
+
+    magnitude: smallest |w|. taylor: smallest |w * g| (first-order estimate of the
+    loss change). set: half (rounded down) from the negative weights closest to zero
+    and the rest from the non-negative weights closest to zero; when one side has too
+    few active weights the other side supplies the remainder.
+    """
+    if kind == "magnitude":
+        return select_smallest(weight.abs(), mask, k, generator)
+    if kind == "taylor":
+        if grad is None:
+            raise ValueError("taylor pruning needs a gradient")
+        return select_smallest((weight * grad).abs(), mask, k, generator)
+    if kind == "set":
+        nonneg = mask & (weight >= 0)
+        neg = mask & (weight < 0)
+        n_nonneg, n_neg = _count(nonneg), _count(neg)
+        k_neg = min(n_neg, k // 2)
+        k_pos = min(n_nonneg, k - k_neg)
+        k_neg = k - k_pos
+        return select_smallest(weight, nonneg, k_pos, generator) | select_smallest(-weight, neg, k_neg, generator)
+    raise ValueError(f"unknown prune criterion {kind!r}")
+
+
+def grow_scores(kind: str, numel: int, grad: Tensor | None = None, signal: Tensor | None = None,
+                ever_active: Tensor | None = None, device: torch.device | str = "cpu") -> Tensor:
+    """Score per position, larger = grow first.
+
+    gradient: |g| of the last mini-batch. momentum / accumulated: |signal|, an
+    exponential average / a sum of the dense gradients of the last steps, kept by
+    the caller (the optimiser's own moments cannot serve: they are zeroed at
+    inactive positions every step, so there they would only ever equal |g|). random: a constant, so the
+    selection's random tie-breaking makes the choice uniform. random_unseen: 1 for
+    never-active positions, 0 otherwise (uniform within each class, so positions
+    that were active before are used only when the never-active ones run out).
+    A missing gradient/signal counts as zero everywhere.
+    """
+    if kind == "gradient":
+        return grad.abs() if grad is not None else torch.zeros(numel, device=device)
+    if kind in ("momentum", "accumulated"):
+        source = signal if signal is not None else grad
+        return source.abs() if source is not None else torch.zeros(numel, device=device)
+    if kind == "random":
+        return torch.zeros(numel, device=device)
+    if kind == "random_unseen":
+        if ever_active is None:
+            raise ValueError("random_unseen growth needs the ever-active mask")
+        return (~ever_active).float()
+    raise ValueError(f"unknown grow criterion {kind!r}")
+
+
+def prune_and_grow(mask: Tensor, weight: Tensor, k: int, prune: str, grow: str, grad: Tensor | None = None,
+                   signal: Tensor | None = None, ever_active: Tensor | None = None,
+                   generator: torch.Generator | None = None) -> Tensor:
+    """One exploration update of a scope (SPEC 1.4); returns the new mask.
+
+    Prunes ``k`` active positions, then grows ``k`` positions among all positions
+    inactive after the prune, the just-pruned ones included ("regret"). The
+    number of active positions is unchanged. A just-pruned position that is
+    regrown is active in both masks, so storage keeps its value and optimiser
+    state as if it had never left; positions active only in the new mask are new.
+    """
+    nnz = _count(mask)
+    k = min(k, nnz)
+    if k <= 0 or nnz == mask.numel():
+        return mask.clone()
+    pruned = choose_prune(prune, weight, mask, k, grad, generator)
+    survivors = mask & ~pruned
+    scores = grow_scores(grow, mask.numel(), grad, signal, ever_active, mask.device)
+    grown = select_largest(scores, ~survivors, k, generator)
+    return survivors | grown
+
+
+def prune_to(mask: Tensor, weight: Tensor, target: int, generator: torch.Generator | None = None) -> Tensor:
+    """Keep the ``target`` largest-|w| active positions (gradual magnitude pruning); never grows."""
+    nnz = _count(mask)
+    if target >= nnz:
+        return mask.clone()
+    return mask & ~select_smallest(weight.abs(), mask, nnz - target, generator)

@@ -1,0 +1,133 @@
+"""Initial masks: exact-count uniform, Erdos-Renyi-Kernel (ERK) and magnitude.
+
+Every function returns ``{name: bool tensor}`` with exactly the budgeted number
+of active positions: ``round(density * numel)`` per tensor (``per_tensor``
+scope) or ``round(density * total)`` over all tensors (``global`` scope).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from dslrec.errors import DslrecError
+from dslrec.sparse.decisions import select_largest
+
+
+def budget(numel: int, density: float) -> int:
+    """Active weights allowed in a scope of ``numel`` positions."""
+    return min(numel, max(0, round(density * numel)))
+
+
+def _split(flat: Tensor, shapes: Mapping[str, torch.Size]) -> dict[str, Tensor]:
+    sizes = [math.prod(s) for s in shapes.values()]
+    return {name: part.view(shape) for (name, shape), part in zip(shapes.items(), torch.split(flat, sizes))}
+
+
+def top_masks(scores: Mapping[str, Tensor], counts: Mapping[str, int] | int,
+              generator: torch.Generator | None = None) -> dict[str, Tensor]:
+    """Keep the largest scores: ``counts`` per tensor (a mapping) or over all tensors (an int)."""
+    if isinstance(counts, int):
+        flat = torch.cat([s.detach().reshape(-1) for s in scores.values()])
+        keep = select_largest(flat, torch.ones_like(flat, dtype=torch.bool), counts, generator)
+        return _split(keep, {n: s.shape for n, s in scores.items()})
+    out = {}
+    for name, s in scores.items():
+        flat = s.detach().reshape(-1)
+        out[name] = select_largest(flat, torch.ones_like(flat, dtype=torch.bool), counts[name], generator).view(s.shape)
+    return out
+
+
+def scope_counts(shapes: Mapping[str, torch.Size], density: float, scope: str) -> dict[str, int] | int:
+    """Budget per tensor (per_tensor scope) or one budget over all tensors (global scope)."""
+    if scope == "global":
+        return budget(sum(math.prod(s) for s in shapes.values()), density)
+    return {name: budget(math.prod(s), density) for name, s in shapes.items()}
+
+
+def uniform_masks(shapes: Mapping[str, torch.Size], density: float, scope: str,
+                  generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> dict[str, Tensor]:
+    """Exactly the budgeted number of positions per scope, uniformly at random."""
+    zeros = {n: torch.zeros(s, device=device) for n, s in shapes.items()}
+    return top_masks(zeros, scope_counts(shapes, density, scope), generator)
+
+
+def erk_counts(shapes: Mapping[str, torch.Size], density: float) -> dict[str, int]:
+    """Erdos-Renyi-Kernel allocation (RigL, Evci et al. 2020) of ``round(density * total)`` weights.
+
+    A tensor's density is proportional to ``sum(shape) / prod(shape)`` (for a
+    weight matrix ``(n_in + n_out) / (n_in * n_out)``; for an embedding table rows
+    and columns play those roles), scaled so the total matches the budget.
+    Tensors whose density would exceed 1 become dense and the rest is
+    re-scaled. Counts are rounded by largest remainder so they sum exactly.
+    """
+    numel = {n: math.prod(s) for n, s in shapes.items()}
+    raw = {n: sum(s) / numel[n] for n, s in shapes.items()}
+    total_budget = budget(sum(numel.values()), density)
+    dense: set[str] = set()
+    while True:
+        rest = total_budget - sum(numel[n] for n in dense)
+        divisor = sum(raw[n] * numel[n] for n in numel if n not in dense)
+        eps = rest / divisor if divisor > 0 else 0.0
+        over = [n for n in numel if n not in dense and eps * raw[n] > 1.0]
+        if not over:
+            break
+        dense.add(max(over, key=lambda n: raw[n]))
+    exact = {n: float(numel[n]) if n in dense else min(float(numel[n]), eps * raw[n] * numel[n]) for n in numel}
+    counts = {n: int(math.floor(v)) for n, v in exact.items()}
+    left = total_budget - sum(counts.values())
+    order = sorted(numel, key=lambda n: exact[n] - counts[n], reverse=True)
+    while left > 0:
+        progressed = False
+        for n in order:
+            if left > 0 and counts[n] < numel[n]:
+                counts[n] += 1
+                left -= 1
+                progressed = True
+        if not progressed:
+            break
+    while left < 0:  # float rounding gave one too many somewhere
+        n = max((n for n in order if counts[n] > 0), key=lambda n: counts[n] - exact[n])
+        counts[n] -= 1
+        left += 1
+    return counts
+
+
+def erk_masks(shapes: Mapping[str, torch.Size], density: float, generator: torch.Generator | None = None,
+              device: torch.device | str = "cpu") -> dict[str, Tensor]:
+    """Random masks with ERK counts per tensor (uniform positions within each tensor)."""
+    zeros = {n: torch.zeros(s, device=device) for n, s in shapes.items()}
+    return top_masks(zeros, erk_counts(shapes, density), generator)
+
+
+def magnitude_masks(params: Mapping[str, Tensor] | Sequence[tuple[str, Tensor]], density: float,
+                    scope: str = "per_tensor", generator: torch.Generator | None = None) -> dict[str, Tensor]:
+    """Keep the largest |w| (one-shot magnitude pruning of trained weights, or magnitude init).
+
+    ``params``: ``{name: tensor}`` or ``(name, tensor)`` pairs, e.g.
+    ``dict(sparsifiable_parameters(model))``. Ties are broken at random.
+    """
+    params = dict(params)
+    if not params:
+        raise DslrecError("magnitude_masks got no parameters; pass the tensors to prune")
+    if scope not in ("per_tensor", "global"):
+        raise DslrecError(f"scope={scope!r} is unknown; use per_tensor or global")
+    scores = {n: p.detach().abs() for n, p in params.items()}
+    return top_masks(scores, scope_counts({n: p.shape for n, p in params.items()}, density, scope), generator)
+
+
+def initial_masks(kind: str, params: Mapping[str, Tensor], density: float, scope: str,
+                  generator: torch.Generator | None = None) -> dict[str, Tensor]:
+    """Initial masks of a sparse run: ``uniform``, ``erk`` or ``magnitude``."""
+    shapes = {n: p.shape for n, p in params.items()}
+    device = next(iter(params.values())).device
+    if kind == "uniform":
+        return uniform_masks(shapes, density, scope, generator, device)
+    if kind == "erk":
+        return erk_masks(shapes, density, generator, device)
+    if kind == "magnitude":
+        return magnitude_masks(params, density, scope, generator)
+    raise DslrecError(f"init={kind!r} is unknown; use uniform, erk or magnitude")
