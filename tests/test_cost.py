@@ -144,7 +144,7 @@ def test_lightgcn_sparse_propagation_matches_enumeration(ds):
     adj = model.graph.to_dense().numpy() != 0
     x = model.embedding.weight.detach().double().numpy()
     a = model.graph.to_dense().double().numpy()
-    layers, total, final = [], 0, x != 0
+    layers, final = [], x != 0
     for _ in range(3):
         count = int((adj[:, :, None] & (x != 0)[None, :, :]).sum())  # every A[v,w] * x[w,k] != 0
         layers.append(count)

@@ -49,18 +49,43 @@ def default_run_dir(cfg: RunConfig) -> Path:
 
 
 def make_evaluator(cfg: RunConfig, dataset):
+    """``evaluate(model, split)`` -> metrics; leave-one-out data adds the sampled 1-in-101 protocol."""
     from dslrec.evaluate import evaluate
+    from dslrec.evaluate.sampled import sampled_evaluate, sampled_negatives
 
-    def run(model: torch.nn.Module, split: str) -> dict[str, float]:
+    # the same sampled candidates at every evaluation, fixed by the split seed
+    negatives = ({s: sampled_negatives(dataset, s, 100, cfg.split_seed) for s in ("valid", "test")}
+                 if dataset.protocol == "loo" else {})
+
+    def run(model: torch.nn.Module, split: str, per_user: bool = False):
+        device = next(model.parameters()).device
         model.eval()
         with torch.no_grad():
             scorer = model.scorer()
-            result = evaluate(scorer, dataset, split=split, ks=tuple(cfg.ks),
-                              batch_size=cfg.eval_batch_size, device=next(model.parameters()).device)
+            result = evaluate(scorer, dataset, split=split, ks=tuple(cfg.ks), batch_size=cfg.eval_batch_size,
+                              device=device, per_user=per_user)
+            metrics, users = result if per_user else (result, None)
+            metrics = {k: float(v) for k, v in metrics.items()}
+            if split in negatives:
+                metrics.update(sampled_evaluate(scorer, dataset, split, ks=tuple(cfg.ks),
+                                                negatives=negatives[split], device=device))
         model.train()
-        return {k: float(v) for k, v in result.items()}
+        return (metrics, users) if per_user else metrics
 
     return run
+
+
+def group_breakdown(dataset, split: str, users) -> dict:
+    """Test metrics per popularity group (10 user groups, 10 item groups; group 0 = least popular)."""
+    from dslrec.evaluate.groups import item_group_metrics, item_groups, user_group_metrics, user_groups
+
+    return {"user_groups": user_group_metrics(users, user_groups(dataset)),
+            "item_groups": item_group_metrics(users, dataset.split(split), item_groups(dataset),
+                                              ks=tuple(sorted({*users_ks(users)})))}
+
+
+def users_ks(users) -> list[int]:
+    return [int(k.split("@")[1]) for k in users.values if k.startswith("recall@")]
 
 
 def run_cost(model, dataset, cfg: RunConfig, run_dir: Path, summary: dict) -> dict:
@@ -148,7 +173,7 @@ def train(settings: dict[str, Any] | None = None, *, config_file: str | Path | N
     model.load_state_dict(result.best_state)
     evaluate = make_evaluator(cfg, dataset)
     t_eval = time.perf_counter()
-    test = evaluate(model, "test")
+    test, test_users = evaluate(model, "test", per_user=True)
     eval_s = time.perf_counter() - t_eval
 
     epoch_times = [r["train_s"] for r in trainer.records]
@@ -161,6 +186,7 @@ def train(settings: dict[str, Any] | None = None, *, config_file: str | Path | N
         "epochs_run": trainer.global_epoch,
         "valid": result.best_valid,
         "test": test,
+        "test_groups": group_breakdown(dataset, "test", test_users),
         "params": budget.summary(result.engine),
         "time": {
             "train_s": train_s,
