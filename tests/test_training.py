@@ -98,7 +98,7 @@ def final_weights(run_dir: Path) -> dict:
 def test_killed_run_resumes_to_the_same_weights(tmp_path):
     args = ["train", "--model", "mf", "--dataset", "synthetic", "--epochs", "12", "--method", "dsl",
             "--density", "0.3", "--delta-t", "20", "--seed", "2", "--quiet", "--patience", "0",
-            "--batch_size", "512"]
+            "--batch_size", "2048", "--eval_every", "3"]
     assert main([*args, "--out", str(tmp_path / "full")]) == 0
 
     # the same run, killed (SIGKILL, no chance to clean up) once a few epochs are logged
@@ -109,7 +109,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline:
         log = out / "log.jsonl"
-        if log.exists() and len(log.read_text().splitlines()) >= 3:
+        if log.exists() and len(log.read_text().splitlines()) >= 4:
             break
         if proc.poll() is not None:
             pytest.fail(f"run ended before it could be killed: {proc.stderr.read().decode()[-500:]}")
@@ -117,7 +117,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done = torch.load(out / "checkpoint.pt", weights_only=True)["global_epoch"]
-    assert 3 <= done < 12, "the kill must land midway through the run"
+    assert 4 <= done < 12, "the kill must land midway through the run"
 
     assert main(["train", "--resume", str(out), "--quiet"]) == 0
     full, resumed = final_weights(tmp_path / "full"), final_weights(out)

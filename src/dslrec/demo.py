@@ -20,7 +20,7 @@ from dslrec.errors import DslrecError
 from dslrec.evaluate import evaluate
 from dslrec.models.popularity import Popularity
 
-SETTINGS = dict(model="mf", dataset="synthetic", epochs=40, lr=5e-3, batch_size=1024, patience=5, seed=0)
+SETTINGS = dict(model="mf", dataset="synthetic", epochs=60, lr=2e-3, batch_size=1024, eval_every=2, patience=10, seed=0)
 
 
 def row(name: str, test: dict, active: str, seconds: str) -> str:
@@ -60,7 +60,31 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nDSL keeps {ratio:.1%} of dense recall@20 with {sparse['params']['mean_active'] / dense['params']['total']:.0%}"
           f" of the weights active on average over training.")
     print(f"runs written to {out / 'dense'} and {out / 'dsl'} (summary.json, log.jsonl, best.safetensors)")
+    show_export(out / "dsl", dataset)
     return 0
+
+
+def show_export(run_dir: Path, dataset) -> None:
+    """Export the DSL model compactly and recommend from the file alone."""
+    from dslrec.export import Recommender, export
+
+    print()
+    for dtype in ("float32", "float16"):
+        path = run_dir / f"model-{dtype}.dslrec"
+        info = export(run_dir, path, dtype=dtype, dataset=dataset)
+        sizes, dense = info["sizes"], info["dense_bytes"]
+        print(f"compact model ({dtype}): {path}  {path.stat().st_size / 1e3:,.0f} kB file, weights "
+              f"{sizes['weights'] / 1e3:,.0f} kB = {sizes['weights'] / dense:.2f}x the dense checkpoint "
+              f"best.safetensors ({dense / 1e3:,.0f} kB); training items for exclude_seen "
+              f"{sizes['seen'] / 1e3:,.0f} kB")
+    rec = Recommender.load(run_dir / "model-float32.dslrec")
+    users = list(dataset.user_ids[:3])
+    result = rec.recommend(users, k=5, exclude_seen=True)
+    print(f"\ntop-5 recommendations from {run_dir / 'model-float32.dslrec'} (raw item ids):")
+    for user, ids in zip(users, result.ids):
+        print(f"  user {user}: {', '.join(map(str, ids))}")
+    print(f"(the same from the command line: .venv/bin/dslrec recommend --model "
+          f"{run_dir / 'model-float32.dslrec'} --users {','.join(map(str, users))} --k 5)")
 
 
 if __name__ == "__main__":

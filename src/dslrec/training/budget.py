@@ -3,8 +3,9 @@
 ``active`` counts every weight the model really needs: all dense (not
 sparsified) parameters plus the active weights of the sparsified ones. It is
 observed at the start of every phase and at the end of every epoch; ``peak``
-is the largest observation and ``mean`` the average weighted by the training
-steps each epoch took. A method that trains dense first (gradual magnitude
+is the largest observation and ``mean`` the average over training steps,
+taking each epoch's count as the mean of its start and end (exact when the
+count is constant within an epoch, linear in between when it falls). A method that trains dense first (gradual magnitude
 pruning, one-shot pruning, the lottery ticket, PEP before it reaches its
 target) therefore shows a higher peak and mean than DSL at the same final
 density.
@@ -40,9 +41,10 @@ class Budget:
 
     def observe(self, model: torch.nn.Module, engine, steps: int) -> None:
         active = self.active_now(model, engine)
+        before = self.last_active if steps else active
         self.last_active = active
         self.peak = max(self.peak, active)
-        self.weighted_sum += active * steps
+        self.weighted_sum += (before + active) / 2 * steps
         self.steps += steps
 
     def summary(self, engine) -> dict:
