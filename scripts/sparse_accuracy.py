@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 BASE = {
     "mf": dict(model="mf", epochs=60, lr=1e-3, batch_size=1024, l2=1e-4, eval_every=2, patience=0,
                delta_t=100),
-    "lightgcn": dict(model="lightgcn", epochs=30, lr=2e-3, batch_size=2048, l2=1e-4, eval_every=2,
+    "lightgcn": dict(model="lightgcn", epochs=20, lr=2e-3, batch_size=2048, l2=1e-4, eval_every=2,
                      patience=0, lr_schedule="constant", delta_t=50),
 }
 ML1M = dict(model="mf", dataset="ml-1m", epochs=20, lr=5e-3, batch_size=4096, l2=1e-4, eval_every=2,
