@@ -134,8 +134,9 @@ def main() -> int:
     if args.readme:
         readme = REPO / "README.md"
         body = readme.read_text()
-        block = (f"<!-- sparse-accuracy:start -->\n{text}\n\n{len(results)} runs, {compute_s / 60:.0f} min of "
-                 f"training compute on 2 CPU cores.\n<!-- sparse-accuracy:end -->")
+        block = (f"<!-- sparse-accuracy:start -->\n{text}\n\n{len(results)} runs; their training times "
+                 f"(each run on one thread, two runs at a time on 2 CPU cores) add up to {compute_s / 60:.0f} "
+                 f"min.\n<!-- sparse-accuracy:end -->")
         body = re.sub(r"<!-- sparse-accuracy:start -->.*<!-- sparse-accuracy:end -->", lambda _: block, body,
                       flags=re.S)
         readme.write_text(body)
