@@ -9,6 +9,7 @@ the compact format and recommends from it.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
@@ -45,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
                          ("MF DSL, density 0.2", dict(method="dsl", density=0.2, delta_t=50))):
         print(f"training {label} ...", flush=True)
         settings = {**SETTINGS, **extra, "epochs": args.epochs}
-        runs[label] = dslrec.train(settings, dataset=dataset, out=out / extra["method"], progress=False)
+        run_dir = out / extra["method"]
+        shutil.rmtree(run_dir, ignore_errors=True)  # the demo's own folder: a second `make demo` starts afresh
+        runs[label] = dslrec.train(settings, dataset=dataset, out=run_dir, progress=False)
 
     pop = evaluate(Popularity.from_dataset(dataset).scorer(), dataset, split="test", ks=(20,))
     print()
