@@ -75,17 +75,12 @@ def make_evaluator(cfg: RunConfig, dataset):
     return run
 
 
-def group_breakdown(dataset, split: str, users) -> dict:
+def group_breakdown(dataset, split: str, users, ks) -> dict:
     """Test metrics per popularity group (10 user groups, 10 item groups; group 0 = least popular)."""
     from dslrec.evaluate.groups import item_group_metrics, item_groups, user_group_metrics, user_groups
 
     return {"user_groups": user_group_metrics(users, user_groups(dataset)),
-            "item_groups": item_group_metrics(users, dataset.split(split), item_groups(dataset),
-                                              ks=tuple(sorted({*users_ks(users)})))}
-
-
-def users_ks(users) -> list[int]:
-    return [int(k.split("@")[1]) for k in users.values if k.startswith("recall@")]
+            "item_groups": item_group_metrics(users, dataset.split(split), item_groups(dataset), ks=tuple(ks))}
 
 
 def run_cost(model, dataset, cfg: RunConfig, run_dir: Path, summary: dict) -> dict:
@@ -186,7 +181,7 @@ def train(settings: dict[str, Any] | None = None, *, config_file: str | Path | N
         "epochs_run": trainer.global_epoch,
         "valid": result.best_valid,
         "test": test,
-        "test_groups": group_breakdown(dataset, "test", test_users),
+        "test_groups": group_breakdown(dataset, "test", test_users, cfg.ks),
         "params": budget.summary(result.engine),
         "time": {
             "train_s": train_s,
