@@ -176,3 +176,33 @@ def test_config_file_and_overrides(small, tmp_path):
     summary = dslrec.train(config_file=cfg, dataset=small, out=tmp_path / "r", progress=False, epochs=1)
     assert summary["config"]["epochs"] == 1 and summary["config"]["model_options"]["dim"] == 16
     assert summary["params"]["total"] == (small.n_users + small.n_items) * 16
+
+
+def test_sparse_run_reports_budget_spread_and_cost(small, tmp_path):
+    out = tmp_path / "dsl"
+    s = dslrec.train(dict(model="lightgcn", epochs=2, method="dsl", density=0.2, delta_t=5, batch_size=1024),
+                     dataset=small, out=out, progress=False)
+    total = (small.n_users + small.n_items) * 64
+    p = s["params"]
+    assert p["total"] == p["sparsifiable"] == total
+    assert p["active"] == p["peak_active"] == p["mean_active"] == round(0.2 * total)
+    masks = load_file(str(out / "best_masks.safetensors"))
+    assert int(masks["embedding.weight"].sum()) == round(0.2 * total)
+    record = json.loads((out / "log.jsonl").read_text().splitlines()[-1])["sparse"]
+    spread = record["spread"]
+    # LightGCN's one table: rows are users then items; the groups add up to the whole budget
+    assert len(spread["user_groups"]) == len(spread["item_groups"]) == 10
+    assert sum(spread["user_groups"]) + sum(spread["item_groups"]) == round(0.2 * total)
+    assert record["n_updates"] >= 1 and 0 < record["exploration_rate"] <= 1
+    assert s["cost"]["parameters"]["active"] == round(0.2 * total)
+    assert s["cost"]["macs"]["inference"]["sparse"] < s["cost"]["macs"]["inference"]["dense"]
+    assert len(s["test_groups"]["user_groups"]["recall@20"]) == 10
+
+
+def test_methods_that_train_dense_first_show_it_in_their_budget(small, tmp_path):
+    s = dslrec.train(dict(model="mf", epochs=2, method="oneshot", density=0.2, finetune_epochs=2), dataset=small,
+                     out=tmp_path / "oneshot", progress=False)
+    p = s["params"]
+    assert p["active"] == round(0.2 * p["total"]) and p["peak_active"] == p["total"]
+    assert p["mean_active"] == pytest.approx((p["total"] + p["active"]) / 2)
+    assert s["epochs_run"] == 4 and s["best_epoch"] in (3, 4)  # selected in the fine-tuning phase
