@@ -206,3 +206,13 @@ def test_methods_that_train_dense_first_show_it_in_their_budget(small, tmp_path)
     assert p["active"] == round(0.2 * p["total"]) and p["peak_active"] == p["total"]
     assert p["mean_active"] == pytest.approx((p["total"] + p["active"]) / 2)
     assert s["epochs_run"] == 4 and s["best_epoch"] in (3, 4)  # selected in the fine-tuning phase
+
+
+def test_resume_after_the_last_checkpoint_reports_the_same_result(small, tmp_path):
+    # a run killed after its last checkpoint but before summary.json
+    out = tmp_path / "done"
+    first = dslrec.train(dict(model="mf", epochs=3, lr=5e-3), dataset=small, out=out, progress=False)
+    (out / "summary.json").unlink()
+    again = dslrec.train(resume=out, dataset=small, progress=False)
+    assert again["best_epoch"] == first["best_epoch"] and again["valid"] == first["valid"]
+    assert again["test"] == first["test"]

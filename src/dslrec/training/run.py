@@ -149,7 +149,9 @@ def train(settings: dict[str, Any] | None = None, *, config_file: str | Path | N
         if checkpoint["phase_done"]:
             start_phase += 1
             model.load_state_dict(checkpoint["model"])
-            previous = PhaseResult(rundir.load_weights(run_dir / rundir.BEST), None, {}, None)
+            # the checkpoint's best epoch is the finished phase's (also when that was the last phase)
+            previous = PhaseResult(rundir.load_weights(run_dir / rundir.BEST), checkpoint["best_epoch"],
+                                   dict(checkpoint["best_valid"]), None)
         else:
             phase_resume = checkpoint
 
@@ -166,9 +168,8 @@ def train(settings: dict[str, Any] | None = None, *, config_file: str | Path | N
         raise DslrecError("no epoch reached the target density, so there is no model to report; "
                           "train for more epochs")
     model.load_state_dict(result.best_state)
-    evaluate = make_evaluator(cfg, dataset)
     t_eval = time.perf_counter()
-    test, test_users = evaluate(model, "test", per_user=True)
+    test, test_users = trainer.evaluate(model, "test", per_user=True)
     eval_s = time.perf_counter() - t_eval
 
     epoch_times = [r["train_s"] for r in trainer.records]

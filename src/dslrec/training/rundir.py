@@ -70,13 +70,6 @@ def write_log(run_dir: Path, records: list[dict]) -> None:
     write_text(run_dir / LOG, "".join(json.dumps(r, default=_json_default) + "\n" for r in records))
 
 
-def read_log(run_dir: Path) -> list[dict]:
-    path = run_dir / LOG
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def save_weights(path: str | Path, state: dict[str, torch.Tensor]) -> None:
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
     with atomic_path(path) as tmp:
