@@ -293,7 +293,7 @@ def _resolve_columns(path: Path, header: list[str], columns: dict[str, str] | No
         if role not in found:
             raise DslrecError(
                 f"{path}: no {role} column in the header ({', '.join(header)}); name it "
-                f"{COLUMN_ALIASES[role][0]!r} or pass columns={{'{role}': NAME}}"
+                f"{COLUMN_ALIASES[role][0]!r} (or, from Python, map it: dslrec.data.load(path, columns={{'{role}': NAME}}))"
             )
     return found
 
