@@ -11,6 +11,7 @@ else about it.
 
 from __future__ import annotations
 
+import functools
 import math
 import resource
 import time
@@ -113,6 +114,7 @@ class Trainer:
         self.global_epoch = 0
 
     # -- one phase ---------------------------------------------------------
+    @functools.cached_property
     def steps_per_epoch(self) -> int:
         kind = self.model.sampling
         if kind == "rows":
@@ -125,7 +127,7 @@ class Trainer:
 
     def run_phase(self, index: int, phase: Phase, resume: dict | None) -> PhaseResult:
         cfg, model = self.cfg, self.model
-        total_steps = phase.epochs * self.steps_per_epoch()
+        total_steps = phase.epochs * self.steps_per_epoch
         if resume is None and phase.prepare is not None:
             phase.prepare()
         optimizer = make_optimizer(cfg, model.parameters())
@@ -156,7 +158,7 @@ class Trainer:
             t0 = time.perf_counter()
             loss = self.train_epoch(index, epoch, optimizer, schedule, engine)
             train_s = time.perf_counter() - t0
-            steps = self.steps_per_epoch()
+            steps = self.steps_per_epoch
             self.budget.observe(model, engine, steps=steps)
             self.global_epoch += 1
             record: dict[str, Any] = {
@@ -212,7 +214,7 @@ class Trainer:
                                      per_user=cfg.per_user_sampling, n_neg=cfg.n_neg, device=self.device)
         total = torch.zeros((), device=self.device)
         n = 0
-        bar = tqdm(batches, total=self.steps_per_epoch(), desc=f"epoch {self.global_epoch + 1}",
+        bar = tqdm(batches, total=self.steps_per_epoch, desc=f"epoch {self.global_epoch + 1}",
                    leave=False, disable=not self.progress, unit="batch")
         for batch in bar:
             optimizer.zero_grad(set_to_none=True)
