@@ -213,6 +213,49 @@ def test_magnitude_masks_per_tensor_and_global():
     assert int(glob["a"].sum()) == 1 and int(glob["b"].sum()) == 1 and glob["a"][0, 1] and glob["b"][0, 0]
 
 
+def test_magnitude_masks_per_row_keep_the_largest_of_every_row():
+    a = torch.tensor([[0.1, -5.0, 0.3, 0.2], [7.0, 6.0, -0.5, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    m = magnitude_masks({"a": a}, 0.5, "per_row", torch.Generator().manual_seed(0))["a"]
+    assert m[:2].tolist() == [[False, True, True, False], [True, True, False, False]]
+    assert m.sum(dim=1).tolist() == [2, 2, 2]  # an all-tie row still gets exactly its budget
+
+
+def test_rows_select_breaks_ties_at_random_per_row():
+    # every row is one big tie: each position must be picked about equally often
+    hits = torch.zeros(4, 10)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(400):
+        hits += decisions.rows_select(torch.zeros(4, 10), torch.ones(4, 10, dtype=torch.bool), 3, gen).float()
+    assert torch.all(hits.sum(dim=1) == 1200)
+    assert hits.min() > 80 and hits.max() < 160  # expectation 120 per position
+
+
+def test_per_row_scope_rejects_erk_and_pep():
+    with pytest.raises(DslrecError, match="per_row"):
+        SparseConfig(method="dsl", scope="per_row", init="erk")
+    with pytest.raises(DslrecError, match="per_row"):
+        SparseConfig(method="pep", scope="per_row")
+
+
+def test_per_row_dsl_moves_weights_inside_rows_only():
+    torch.manual_seed(0)
+    model = nn.Embedding(40, 10)
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    engine = SparseEngine(model, opt, SparseConfig(method="dsl", density=0.3, scope="per_row", delta_t=2,
+                                                   grow="accumulated", accumulate_steps=2), total_steps=20)
+    g = torch.Generator().manual_seed(0)
+    start = engine.masks["weight"].clone()
+    for _ in range(20):
+        opt.zero_grad()
+        rows = torch.randint(0, 40, (8,), generator=g)
+        (model(rows) - 1.0).square().sum().backward()
+        engine.step()
+        assert engine.masks["weight"].sum(dim=1).tolist() == [3] * 40
+        assert torch.count_nonzero(model.weight.detach()[~engine.masks["weight"]]) == 0
+    assert engine.n_updates == 9 and not torch.equal(start, engine.masks["weight"])
+    assert engine.epoch_record()["active"] == 120
+
+
 # --- engine on a user's own module -----------------------------------------------------------
 
 class TwoTower(nn.Module):
@@ -487,6 +530,9 @@ def test_torch_selection_path_used_on_gpus_gives_exact_counts(monkeypatch):
         for grow in ("gradient", "random"):
             new = decisions.prune_and_grow(mask, w, 400, prune, grow, grad=grad, generator=gen)
             assert int(new.sum()) == 1000
+    rows = decisions.prune_and_grow_rows(mask.view(50, 100), w.view(50, 100), 8, "magnitude", "gradient",
+                                         grad=grad.view(50, 100), generator=gen)
+    assert torch.equal(rows.sum(dim=1), mask.view(50, 100).sum(dim=1))
     w[:10] = 0.0  # a tie block inside the scores
     kept = decisions.prune_to(mask, w, 300, gen)
     assert int(kept.sum()) == 300 and not torch.any(kept & ~mask)

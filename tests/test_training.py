@@ -199,6 +199,17 @@ def test_sparse_run_reports_budget_spread_and_cost(small, tmp_path):
     assert len(s["test_groups"]["user_groups"]["recall@20"]) == 10
 
 
+def test_per_row_scope_gives_every_user_and_item_the_same_budget(small, tmp_path):
+    out = tmp_path / "rows"
+    s = dslrec.train(dict(model="mf", epochs=2, method="dsl", density=0.25, scope="per_row", grow="accumulated",
+                          accumulate_steps=5, delta_t=5), dataset=small, out=out, progress=False)
+    masks = load_file(str(out / "best_masks.safetensors"))
+    for name, rows in (("user.weight", small.n_users), ("item.weight", small.n_items)):
+        assert masks[name].sum(dim=1).tolist() == [16] * rows  # round(0.25 * 64) in every row
+    assert s["config"]["scope"] == "per_row" and s["config"]["accumulate_steps"] == 5
+    assert s["params"]["active"] == 16 * (small.n_users + small.n_items)
+
+
 def test_methods_that_train_dense_first_show_it_in_their_budget(small, tmp_path):
     s = dslrec.train(dict(model="mf", epochs=2, method="oneshot", density=0.2, finetune_epochs=2), dataset=small,
                      out=tmp_path / "oneshot", progress=False)

@@ -10,7 +10,7 @@ from typing import Any
 from dslrec.errors import DslrecError
 
 METHODS = ("dsl", "static", "dense", "gmp", "pep")
-SCOPES = ("per_tensor", "global")
+SCOPES = ("per_tensor", "global", "per_row")
 INITS = ("uniform", "erk", "magnitude")
 PRUNES = ("magnitude", "set", "taylor")
 GROWS = ("gradient", "momentum", "random", "random_unseen", "accumulated")
@@ -28,7 +28,9 @@ class SparseConfig:
     pruning from dense) or ``pep`` (learnable soft thresholds, then frozen).
     ``density`` is the fraction of active weights; ``scope`` says whether the
     budget ``round(density * numel)`` holds per tensor or over all sparsified
-    tensors together. ``include``/``exclude`` are ``fnmatch`` globs on parameter
+    tensors together; ``per_row`` gives every row (a user's or an item's
+    embedding, a layer's output unit) its own budget ``round(density * row length)``,
+    so popular rows cannot take the budget of rare ones. ``include``/``exclude`` are ``fnmatch`` globs on parameter
     names; by default every parameter with ``ndim >= 2`` (embedding tables,
     weight matrices) is sparsified and biases/norms stay dense.
     """
@@ -78,6 +80,10 @@ class SparseConfig:
                f"gmp_start={self.gmp_start}, gmp_end={self.gmp_end} must satisfy 0 <= start < end <= 1")
         _check(math.isfinite(self.pep_init), f"pep_init={self.pep_init} must be a finite number")
         _check(0.0 < self.pep_deadline <= 1.0, f"pep_deadline={self.pep_deadline} must be in (0, 1]")
+        if self.scope == "per_row":
+            _check(self.init != "erk", "init='erk' allocates per tensor; with scope per_row use uniform or magnitude")
+            _check(self.method != "pep", "scope per_row does not apply to pep (its thresholds choose the mask); "
+                                         "use per_tensor or global")
         for key in ("include", "exclude"):
             value = getattr(self, key)
             if isinstance(value, str):

@@ -3,7 +3,8 @@
 Nothing here touches a model or an optimiser. Every function takes 1-D
 tensors of one *scope* (a single flattened tensor, or the concatenation of
 all sparsified tensors for the global scope) and returns a new boolean mask
-or selection. Storage of masks and their application to weights and
+or selection; the ``*_rows`` functions take (rows, columns) tensors whose
+every row is a scope of its own. Storage of masks and their application to weights and
 optimiser state live elsewhere (``storage.py``), so a compact storage mode
 can reuse these decisions unchanged.
 
@@ -39,8 +40,24 @@ def flat_nonzero(b: Tensor) -> Tensor:
     return b.nonzero().squeeze(1)
 
 
-def _count(b: Tensor) -> int:
+def count_true(b: Tensor) -> int:
+    if _numpy(b):
+        return int(np.count_nonzero(b.numpy()))  # ~10x torch.count_nonzero on one CPU thread
     return int(torch.count_nonzero(b))
+
+
+def _gather(values: Tensor, index: Tensor) -> Tensor:
+    """``values[index]`` for a 1-D tensor and int64 indices."""
+    if _numpy(values) and _numpy(index):
+        return torch.from_numpy(values.numpy()[index.numpy()])
+    return values[index]
+
+
+def _compress(values: Tensor, keep: Tensor) -> Tensor:
+    """``values[keep]`` for 1-D tensors (a bool-mask gather; torch's goes through a slow nonzero on CPU)."""
+    if _numpy(values) and _numpy(keep):
+        return torch.from_numpy(values.numpy()[keep.numpy()])
+    return values[keep]
 
 
 def _kth_smallest(values: Tensor, k: int) -> Tensor:
@@ -63,14 +80,14 @@ def _threshold(vals: Tensor, k: int) -> Tensor:
     lo, hi = torch.aminmax(vals)
     if torch.isnan(lo) or torch.isnan(hi):
         raise _diverged()
-    n_lo = _count(vals == lo)
+    n_lo = count_true(vals == lo)
     if n_lo >= k:
         return lo
-    n_hi = _count(vals == hi)
+    n_hi = count_true(vals == hi)
     if vals.numel() - n_hi < k:
         return hi
     if n_lo + n_hi > vals.numel() // 100:
-        return _kth_smallest(vals[flat_nonzero((vals > lo) & (vals < hi))], k - n_lo).to(vals.device)
+        return _kth_smallest(_compress(vals, (vals > lo) & (vals < hi)), k - n_lo).to(vals.device)
     return _kth_smallest(vals, k).to(vals.device)
 
 
@@ -81,15 +98,15 @@ def _draw_distinct(n: int, k: int, generator: torch.Generator | None, pool: Tens
     gen_device = generator.device if generator is not None else torch.device("cpu")
     seen = torch.zeros(n, dtype=torch.bool, device=gen_device)
     pool = None if pool is None else pool.to(gen_device)
-    rate = 1.0 if pool is None else _count(pool) / n
+    rate = 1.0 if pool is None else count_true(pool) / n
     have = 0
     while have < k:
         extra = int(1.1 * (k - have) / rate) + 16
         draw = torch.randint(0, n, (extra,), generator=generator, device=gen_device)
         if pool is not None:
-            draw = draw[pool[draw]]
+            draw = _compress(draw, _gather(pool, draw))
         seen[draw] = True
-        have = _count(seen)
+        have = count_true(seen)
     return seen
 
 
@@ -118,7 +135,7 @@ def _random_subset(n: int, k: int, generator: torch.Generator | None, device: to
 
 def random_pick(pool: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
     """Bool mask of ``k`` positions drawn uniformly at random from the True entries of ``pool``."""
-    n_pool = _count(pool)
+    n_pool = count_true(pool)
     if k > n_pool:
         raise ValueError(f"cannot pick {k} of {n_pool} positions")
     if k == n_pool:
@@ -126,7 +143,7 @@ def random_pick(pool: Tensor, k: int, generator: torch.Generator | None = None) 
     if 4 * k <= n_pool and 4 * n_pool >= pool.numel():
         # draw straight from the pool's positions, rejecting the few outside it
         seen = _draw_distinct(pool.numel(), k, generator, pool).to(pool.device)
-        extra = _count(seen) - k
+        extra = count_true(seen) - k
         if extra > 0:
             idx = flat_nonzero(seen).to(pool.device)
             seen[idx[_random_subset(idx.numel(), extra, generator, pool.device)]] = False
@@ -139,12 +156,14 @@ def random_pick(pool: Tensor, k: int, generator: torch.Generator | None = None) 
 
 # --- selections ---------------------------------------------------------------------------
 
-def select_smallest(scores: Tensor, eligible: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
-    """Bool mask of exactly ``k`` eligible positions with the smallest scores.
+def select_smallest(scores: Tensor, eligible: Tensor, k: int, generator: torch.Generator | None = None,
+                    absolute: bool = False) -> Tensor:
+    """Bool mask of exactly ``k`` eligible positions with the smallest scores (``|scores|`` if ``absolute``).
 
     ``scores`` and ``eligible`` are 1-D of equal length; ``k`` must not exceed the
     number of eligible positions. Positions tied at the cut-off are chosen uniformly
-    at random with ``generator``.
+    at random with ``generator``. ``absolute`` saves a pass over the whole tensor
+    when few positions are eligible.
     """
     chosen = torch.zeros(eligible.shape, dtype=torch.bool, device=eligible.device)
     if k <= 0:
@@ -154,7 +173,9 @@ def select_smallest(scores: Tensor, eligible: Tensor, k: int, generator: torch.G
         raise ValueError(f"cannot select {k} of {idx.numel()} eligible positions")
     if k == idx.numel():
         return eligible.clone()
-    vals = scores.detach().float().reshape(-1).index_select(0, idx)
+    vals = scores.detach().reshape(-1).index_select(0, idx).float()
+    if absolute:
+        vals = vals.abs_()
     thr = _threshold(vals, k)
     below = idx[flat_nonzero(vals < thr).to(idx.device)]
     chosen[below] = True
@@ -169,24 +190,26 @@ def select_smallest(scores: Tensor, eligible: Tensor, k: int, generator: torch.G
     return chosen
 
 
-def select_largest(scores: Tensor, eligible: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
+def select_largest(scores: Tensor, eligible: Tensor, k: int, generator: torch.Generator | None = None,
+                   nonnegative: bool = False) -> Tensor:
     """Bool mask of exactly ``k`` eligible positions with the largest scores (random among ties).
 
     Grow scores are mostly exact zeros (an embedding row outside the mini-batch has no
     gradient), so positive scores are handled first: if they do not fill ``k``, all of
     them are taken and the rest is a uniform random subset of the zeros, without any
-    selection over the zero block.
+    selection over the zero block. ``nonnegative``: the caller guarantees no score is
+    negative (skips a check over the whole tensor).
     """
     if k <= 0:
         return torch.zeros(eligible.shape, dtype=torch.bool, device=eligible.device)
     s = scores.detach()
     positive = (s > 0) & eligible
-    n_positive = _count(positive)
+    n_positive = count_true(positive)
     if n_positive > k:
         return select_smallest(-s, positive, k, generator)
     if n_positive == k:
         return positive
-    if bool((s < 0).any()):  # not a non-negative score: the general path
+    if not nonnegative and bool((s < 0).any()):  # negative scores: the general path
         return select_smallest(-s, eligible, k, generator)
     return positive | random_pick(eligible & ~positive, k - n_positive, generator)  # NaN counts as zero
 
@@ -201,15 +224,15 @@ def choose_prune(kind: str, weight: Tensor, mask: Tensor, k: int, grad: Tensor |
     few active weights the other side supplies the remainder.
     """
     if kind == "magnitude":
-        return select_smallest(weight.abs(), mask, k, generator)
+        return select_smallest(weight, mask, k, generator, absolute=True)
     if kind == "taylor":
         if grad is None:
             raise ValueError("taylor pruning needs a gradient")
-        return select_smallest((weight * grad).abs(), mask, k, generator)
+        return select_smallest(weight * grad, mask, k, generator, absolute=True)
     if kind == "set":
         nonneg = mask & (weight >= 0)
         neg = mask & (weight < 0)
-        n_nonneg, n_neg = _count(nonneg), _count(neg)
+        n_nonneg, n_neg = count_true(nonneg), count_true(neg)
         k_neg = min(n_neg, k // 2)
         k_pos = min(n_nonneg, k - k_neg)
         k_neg = k - k_pos
@@ -219,7 +242,7 @@ def choose_prune(kind: str, weight: Tensor, mask: Tensor, k: int, grad: Tensor |
 
 def grow_scores(kind: str, numel: int, grad: Tensor | None = None, signal: Tensor | None = None,
                 ever_active: Tensor | None = None, device: torch.device | str = "cpu") -> Tensor:
-    """Score per position, larger = grow first.
+    """Score per position, larger = grow first; never negative.
 
     gradient: |g| of the last mini-batch. momentum / accumulated: |signal|, an
     exponential average / a sum of the dense gradients of the last steps, kept by
@@ -255,20 +278,102 @@ def prune_and_grow(mask: Tensor, weight: Tensor, k: int, prune: str, grow: str, 
     regrown is active in both masks, so storage keeps its value and optimiser
     state as if it had never left; positions active only in the new mask are new.
     """
-    nnz = _count(mask)
+    nnz = count_true(mask)
     k = min(k, nnz)
     if k <= 0 or nnz == mask.numel():
         return mask.clone()
     pruned = choose_prune(prune, weight, mask, k, grad, generator)
     survivors = mask & ~pruned
     scores = grow_scores(grow, mask.numel(), grad, signal, ever_active, mask.device)
-    grown = select_largest(scores, ~survivors, k, generator)
+    grown = select_largest(scores, ~survivors, k, generator, nonnegative=True)
     return survivors | grown
 
 
 def prune_to(mask: Tensor, weight: Tensor, target: int, generator: torch.Generator | None = None) -> Tensor:
     """Keep the ``target`` largest-|w| active positions (gradual magnitude pruning); never grows."""
-    nnz = _count(mask)
+    nnz = count_true(mask)
     if target >= nnz:
         return mask.clone()
-    return mask & ~select_smallest(weight.abs(), mask, nnz - target, generator)
+    return mask & ~select_smallest(weight, mask, nnz - target, generator, absolute=True)
+
+
+# --- per-row decisions (scope "per_row": every row of a table keeps its own budget) -------------
+
+def as_rows(t: Tensor) -> Tensor:
+    """A parameter-shaped tensor viewed as rows: (shape[0], rest) for 2-D and up, one row for 1-D."""
+    return t.reshape(t.shape[0], -1) if t.dim() >= 2 else t.reshape(1, -1)
+
+
+def rows_select(scores: Tensor, eligible: Tensor, counts: Tensor | int, generator: torch.Generator | None = None,
+                largest: bool = False) -> Tensor:
+    """Bool mask (R, C) choosing, in every row r, the ``counts[r]`` eligible positions with the
+    smallest (``largest``: largest) scores; ties are broken uniformly at random with ``generator``.
+
+    Vectorised over rows with one ``topk`` on an int64 key: the score's float32 bits mapped to
+    an integer of the same order, then 24 random bits, so that ties (and only ties) are
+    ordered at random.
+    """
+    n_rows, n_cols = eligible.shape
+    counts = torch.as_tensor(counts, device=eligible.device).expand(n_rows)
+    if bool((counts > eligible.sum(dim=1)).any()):
+        raise ValueError("a row has fewer eligible positions than it must select")
+    chosen = torch.zeros_like(eligible)
+    k_max = int(counts.max()) if n_rows else 0
+    if k_max == 0:
+        return chosen
+    s = scores.detach().float().contiguous() + 0.0  # + 0.0 turns -0.0 into 0.0: one tie, not two values
+    if bool(torch.isnan(s).logical_and_(eligible).any()):
+        raise _diverged()
+    key = s.view(torch.int32).to(torch.int64)
+    if bool((key < 0).any()):  # negative floats: reverse their order
+        key = torch.where(key < 0, key ^ 0x7FFFFFFF, key)
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    noise = torch.rand(s.shape, generator=generator, device=gen_device).mul_(2**24).to(device=s.device,
+                                                                                     dtype=torch.int64)
+    fill = torch.iinfo(torch.int64).min if largest else torch.iinfo(torch.int64).max
+    key = key.mul_(2**24).add_(noise).masked_fill_(~eligible, fill)
+    top = key.topk(k_max, dim=1, largest=largest, sorted=True).indices
+    take = torch.arange(k_max, device=eligible.device).expand(n_rows, k_max) < counts.unsqueeze(1)
+    return chosen.scatter_(1, top, take)
+
+
+def choose_prune_rows(kind: str, weight: Tensor, mask: Tensor, k: int, grad: Tensor | None = None,
+                      generator: torch.Generator | None = None) -> Tensor:
+    """``choose_prune`` row by row: ``k`` active positions of every row (rows as in ``as_rows``)."""
+    if kind == "magnitude":
+        return rows_select(weight.abs(), mask, k, generator)
+    if kind == "taylor":
+        if grad is None:
+            raise ValueError("taylor pruning needs a gradient")
+        return rows_select((weight * grad).abs(), mask, k, generator)
+    if kind == "set":
+        nonneg = mask & (weight >= 0)
+        neg = mask & (weight < 0)
+        k_neg = neg.sum(dim=1).clamp(max=k // 2)
+        k_pos = torch.minimum(nonneg.sum(dim=1), k - k_neg)
+        k_neg = k - k_pos
+        return rows_select(weight, nonneg, k_pos, generator) | rows_select(-weight, neg, k_neg, generator)
+    raise ValueError(f"unknown prune criterion {kind!r}")
+
+
+def prune_and_grow_rows(mask: Tensor, weight: Tensor, k: int, prune: str, grow: str, grad: Tensor | None = None,
+                        signal: Tensor | None = None, ever_active: Tensor | None = None,
+                        generator: torch.Generator | None = None) -> Tensor:
+    """``prune_and_grow`` with every row as its own scope: all tensors are (R, C) and every row r
+    prunes ``k`` (an int, or ``k[r]``) of its active positions and grows as many among its
+    positions inactive after the prune (regret included), so each row keeps its count exactly."""
+    if not bool((torch.as_tensor(k) > 0).any()):
+        return mask.clone()
+    pruned = choose_prune_rows(prune, weight, mask, k, grad, generator)
+    survivors = mask & ~pruned
+    scores = grow_scores(grow, mask.numel(), None if grad is None else grad.reshape(-1),
+                         None if signal is None else signal.reshape(-1),
+                         None if ever_active is None else ever_active.reshape(-1), mask.device)
+    grown = rows_select(scores.reshape(mask.shape), ~survivors, k, generator, largest=True)
+    return survivors | grown
+
+
+def prune_rows_to(mask: Tensor, weight: Tensor, target: int, generator: torch.Generator | None = None) -> Tensor:
+    """``prune_to`` row by row: every row keeps its ``target`` largest-|w| active positions."""
+    excess = (mask.sum(dim=1) - target).clamp(min=0)
+    return mask & ~rows_select(weight.abs(), mask, excess, generator)

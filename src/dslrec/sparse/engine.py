@@ -67,6 +67,7 @@ class SparseEngine:
         self.names = list(self.params)
         self.numel = {n: p.numel() for n, p in self.params.items()}
         self.scopes = [self.names] if config.scope == "global" else [[n] for n in self.names]
+        self.per_row = config.scope == "per_row"  # every row of a tensor is a scope of its own
         self.generator = torch.Generator().manual_seed(int(seed))
         self.t = 0
         self.n_updates = 0
@@ -87,7 +88,7 @@ class SparseEngine:
             init = {n: torch.ones_like(p, dtype=torch.bool) for n, p in self.params.items()}
         self.storage = MaskedDenseStorage(self.params, init, optimizer)
         self.budgets = [sum(int(torch.count_nonzero(init[n])) for n in scope) for scope in self.scopes]
-        self.targets = [budget(sum(self.numel[n] for n in scope), config.density) for scope in self.scopes]
+        self.targets = [self._scope_budget(scope, config.density) for scope in self.scopes]
         if masks is not None or config.method in ("dsl", "static"):
             self.targets = list(self.budgets)
         self.ever = {n: m.clone() for n, m in self.storage.masks.items()}
@@ -264,6 +265,13 @@ class SparseEngine:
             out[n] = m.to(device=self.params[n].device, dtype=torch.bool)
         return out
 
+    def _scope_budget(self, scope: list[str], density: float) -> int:
+        """Active weights a scope holds at ``density`` (per_row: the sum of its rows' budgets)."""
+        if self.per_row:
+            rows = decisions.as_rows(self.params[scope[0]])
+            return rows.shape[0] * budget(rows.shape[1], density)
+        return budget(sum(self.numel[n] for n in scope), density)
+
     def _current_mask(self, name: str) -> Tensor:
         if self.pep is not None and self.pep.attached(name):
             return self.pep.nonzero(name)
@@ -329,6 +337,9 @@ class SparseEngine:
         zeta = self.zeta()
         st = self.storage
         for i, scope in enumerate(self.scopes):
+            if self.per_row:
+                self._dsl_update_rows(scope[0], zeta)
+                continue
             k = schedule.n_moved(zeta, self.budgets[i])
             mask = self._flat(scope, lambda n: st.masks[n])
             weight = self._flat(scope, st.weight)
@@ -346,15 +357,40 @@ class SparseEngine:
         self.n_updates += 1
         self._updates_since += 1
 
+    def _dsl_update_rows(self, name: str, zeta: float) -> None:
+        """One DSL update of a tensor whose rows are scopes: every row moves ceil(zeta * its count)."""
+        cfg, st = self.cfg, self.storage
+        rows = decisions.as_rows
+        mask = rows(st.masks[name])
+        k = torch.ceil(zeta * mask.sum(dim=1) - 1e-9).long()  # schedule.n_moved, row by row
+        grad = signal = ever = None
+        if cfg.prune == "taylor" or cfg.grow == "gradient":
+            g = st.grad(name)
+            grad = rows(g) if g is not None else torch.zeros_like(mask, dtype=torch.float32)
+        if cfg.grow in ("momentum", "accumulated") and name in self.signal:
+            signal = rows(self.signal[name])
+        if cfg.grow == "random_unseen":
+            ever = rows(self.ever[name])
+        new = decisions.prune_and_grow_rows(mask, rows(st.weight(name)), k, cfg.prune, cfg.grow, grad=grad,
+                                            signal=signal, ever_active=ever, generator=self.generator)
+        self._commit([name], new.reshape(-1))
+
     @torch.no_grad()
     def _gmp_update(self) -> None:
         cfg = self.cfg
         density = schedule.gmp_density(self.t, self.total_steps, cfg.density, cfg.gmp_start, cfg.gmp_end)
         st = self.storage
         for i, scope in enumerate(self.scopes):
-            target = max(self.targets[i], budget(sum(self.numel[n] for n in scope), density))
-            mask = self._flat(scope, lambda n: st.masks[n])
-            new = decisions.prune_to(mask, self._flat(scope, st.weight), target, self.generator)
+            if self.per_row:
+                rows = decisions.as_rows
+                row_len = rows(st.masks[scope[0]]).shape[1]
+                target = max(budget(row_len, cfg.density), budget(row_len, density))
+                new = decisions.prune_rows_to(rows(st.masks[scope[0]]), rows(st.weight(scope[0])), target,
+                                              self.generator).reshape(-1)
+            else:
+                target = max(self.targets[i], budget(sum(self.numel[n] for n in scope), density))
+                mask = self._flat(scope, lambda n: st.masks[n])
+                new = decisions.prune_to(mask, self._flat(scope, st.weight), target, self.generator)
             self._commit(scope, new)
             self.budgets[i] = int(torch.count_nonzero(new))
         self.last_zeta = None
@@ -369,9 +405,9 @@ class SparseEngine:
             new = new_flat[offset:offset + size].view(self.params[n].shape)
             offset += size
             grown = self.storage.set_mask(n, new)
-            self._moved_last[n] = grown.numel()
-            self._moved_since[n] += grown.numel()
-            self.ever[n].view(-1)[grown] = True
+            self._moved_last[n] = grown
+            self._moved_since[n] += grown
+            self.ever[n].logical_or_(new)
 
     @torch.no_grad()
     def _pep_check(self) -> None:

@@ -2,7 +2,8 @@
 
 Every function returns ``{name: bool tensor}`` with exactly the budgeted number
 of active positions: ``round(density * numel)`` per tensor (``per_tensor``
-scope) or ``round(density * total)`` over all tensors (``global`` scope).
+scope), ``round(density * total)`` over all tensors (``global`` scope) or
+``round(density * row length)`` in every row (``per_row`` scope).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch
 from torch import Tensor
 
 from dslrec.errors import DslrecError
-from dslrec.sparse.decisions import select_largest
+from dslrec.sparse.decisions import as_rows, rows_select, select_largest
 
 
 def budget(numel: int, density: float) -> int:
@@ -41,6 +42,17 @@ def top_masks(scores: Mapping[str, Tensor], counts: Mapping[str, int] | int,
     return out
 
 
+def row_masks(scores: Mapping[str, Tensor], density: float,
+              generator: torch.Generator | None = None) -> dict[str, Tensor]:
+    """Keep the largest scores in every row: ``round(density * row length)`` per row (scope per_row)."""
+    out = {}
+    for name, s in scores.items():
+        rows = as_rows(s.detach())
+        k = budget(rows.shape[1], density)
+        out[name] = rows_select(rows, torch.ones_like(rows, dtype=torch.bool), k, generator, largest=True).view(s.shape)
+    return out
+
+
 def scope_counts(shapes: Mapping[str, torch.Size], density: float, scope: str) -> dict[str, int] | int:
     """Budget per tensor (per_tensor scope) or one budget over all tensors (global scope)."""
     if scope == "global":
@@ -52,6 +64,8 @@ def uniform_masks(shapes: Mapping[str, torch.Size], density: float, scope: str,
                   generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> dict[str, Tensor]:
     """Exactly the budgeted number of positions per scope, uniformly at random."""
     zeros = {n: torch.zeros(s, device=device) for n, s in shapes.items()}
+    if scope == "per_row":
+        return row_masks(zeros, density, generator)
     return top_masks(zeros, scope_counts(shapes, density, scope), generator)
 
 
@@ -113,9 +127,11 @@ def magnitude_masks(params: Mapping[str, Tensor] | Sequence[tuple[str, Tensor]],
     params = dict(params)
     if not params:
         raise DslrecError("magnitude_masks got no parameters; pass the tensors to prune")
-    if scope not in ("per_tensor", "global"):
-        raise DslrecError(f"scope={scope!r} is unknown; use per_tensor or global")
+    if scope not in ("per_tensor", "global", "per_row"):
+        raise DslrecError(f"scope={scope!r} is unknown; use per_tensor, global or per_row")
     scores = {n: p.detach().abs() for n, p in params.items()}
+    if scope == "per_row":
+        return row_masks(scores, density, generator)
     return top_masks(scores, scope_counts({n: p.shape for n, p in params.items()}, density, scope), generator)
 
 

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-from dslrec.sparse.decisions import flat_nonzero
+from dslrec.sparse.decisions import count_true, flat_nonzero
 
 # Optimisers for which a zero weight with zero state and zero gradient stays exactly
 # zero (weight and state) after a step, whatever the hyper-parameters: masking the
@@ -84,19 +84,17 @@ class MaskedDenseStorage:
                 p.grad.mul_(self._scale[name])
 
     @torch.no_grad()
-    def set_mask(self, name: str, new: Tensor) -> Tensor:
-        """Replace a mask; returns the flat indices of the newly active positions.
+    def set_mask(self, name: str, new: Tensor) -> int:
+        """Replace a mask; returns the number of newly active positions.
 
         Weights active in both masks keep value and optimiser state; pruned and newly
         grown positions are set to zero with zero state. Only the changed positions
-        are written (O(changes), not O(numel)).
+        are written (O(changes) on the weights and states).
         """
         p = self.params[name]
         old = self.masks[name].reshape(-1)
         new = new.to(device=p.device, dtype=torch.bool).reshape(-1)
-        off = flat_nonzero(old & ~new).to(p.device)
-        on = flat_nonzero(new & ~old).to(p.device)
-        changed = torch.cat([off, on])
+        changed = flat_nonzero(old ^ new).to(p.device)
         targets = [p, *self.state_tensors(name)]
         if all(t.is_contiguous() for t in targets):
             for t in targets:
@@ -105,11 +103,10 @@ class MaskedDenseStorage:
             keep = (old & new).reshape(p.shape).to(p.dtype)
             for t in targets:
                 t.mul_(keep)
-        scale = self._scale[name].view(-1)
-        scale.index_fill_(0, off, 0)
-        scale.index_fill_(0, on, 1)
+        self._scale[name].view(-1).copy_(new)
         self.masks[name] = new.reshape(p.shape)
-        return on
+        # changed = grown + pruned and count(new) - count(old) = grown - pruned
+        return (changed.numel() + count_true(new) - count_true(old)) // 2
 
     def active(self, name: str) -> int:
-        return int(torch.count_nonzero(self.masks[name]))
+        return count_true(self.masks[name].reshape(-1))

@@ -27,7 +27,7 @@ def register(sub) -> None:
     p.add_argument("--prune", choices=("magnitude", "set", "taylor"))
     p.add_argument("--grow", choices=("gradient", "momentum", "random", "random_unseen", "accumulated"))
     p.add_argument("--schedule", choices=("cosine", "linear", "constant"), help="DSL update-ratio schedule")
-    p.add_argument("--scope", choices=("per_tensor", "global"))
+    p.add_argument("--scope", choices=("per_tensor", "global", "per_row"))
     p.add_argument("--delta-t", dest="delta_t", type=int, help="iterations between mask updates")
     p.add_argument("--zeta0", type=float, help="initial update ratio")
     p.add_argument("--device", help="auto | cpu | cuda (default auto)")

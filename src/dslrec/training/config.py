@@ -64,6 +64,7 @@ class RunConfig:
     eta_min: float = 0.005
     delta_t: int = 100
     explore_until: float = 1.0
+    accumulate_steps: int = 20  # grow=accumulated/momentum: steps of gradient before each update
     finetune_epochs: int | None = None  # oneshot: epochs of fine-tuning (default: epochs)
     lth_rounds: int = 3
     # model hyper-parameters (checked against the backbone's constructor)

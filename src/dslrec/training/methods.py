@@ -28,7 +28,8 @@ def sparse_config(cfg: RunConfig, method: str):
 
     return SparseConfig(method=method, density=cfg.density, scope=cfg.scope, init=cfg.init,
                         prune=cfg.prune, grow=cfg.grow, schedule=cfg.schedule, zeta0=cfg.zeta0,
-                        eta_min=cfg.eta_min, delta_t=cfg.delta_t, explore_until=cfg.explore_until)
+                        eta_min=cfg.eta_min, delta_t=cfg.delta_t, explore_until=cfg.explore_until,
+                        accumulate_steps=cfg.accumulate_steps)
 
 
 def engine_factory(cfg: RunConfig, method: str, masks_from=None):
