@@ -3,7 +3,7 @@
 Measures, on this machine's CPU:
 
 * one DSL mask update (prune + grow with the dense gradient of a real batch),
-  per-tensor and global scope, at the largest update ratio (zeta_0 = 0.5);
+  per-tensor, global and per-row scope, at the largest update ratio (zeta_0 = 0.5);
 * the per-step re-masking overhead next to a plain Adam step, for the fast
   path (mask the gradient before the step) and the generic one (re-mask the
   weights and Adam's two moments after it);
@@ -156,7 +156,7 @@ def main() -> None:
     del runs, engine
 
     # --- one mask update (largest ratio), both scopes ----------------------------------
-    for scope in ("per_tensor", "global"):
+    for scope in ("per_tensor", "global", "per_row"):
         model = make_model()
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
         cfg = SparseConfig(method="dsl", density=args.density, scope=scope, delta_t=10**9)
@@ -189,6 +189,8 @@ def main() -> None:
         ("re-mask per step, full (w+m+v)", f"{results['remask_full_ms']:.1f} ms"),
         ("mask update, per_tensor", f"{results['mask_update_per_tensor_s'] * 1e3:.0f} ms (zeta {results['zeta']:.3f})"),
         ("mask update, global", f"{results['mask_update_global_s'] * 1e3:.0f} ms"),
+        ("mask update, per_row", f"{results['mask_update_per_row_s'] * 1e3:.0f} ms "
+                                 f"({results['mask_update_per_row_s'] / results['epoch_fused_dense_s']:.2%} of a fused epoch)"),
         ("mask update, per_tensor, amid the epochs",
          f"{results['mask_update_in_epoch_s'] * 1e3:.0f} ms (mean of {len(in_epoch_updates)})"),
         *[epoch_row(a, r) for a in ("default", "fused") for r in ("dense", "auto", "full")],
