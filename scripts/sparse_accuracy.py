@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import statistics
 import sys
 import time
@@ -33,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 BASE = {
     "mf": dict(model="mf", epochs=60, lr=1e-3, batch_size=1024, l2=1e-4, eval_every=2, patience=0,
                delta_t=100),
-    "lightgcn": dict(model="lightgcn", epochs=20, lr=2e-3, batch_size=2048, l2=1e-4, eval_every=2,
+    "lightgcn": dict(model="lightgcn", epochs=50, lr=1e-2, batch_size=2048, l2=1e-4, eval_every=2,
                      patience=0, lr_schedule="constant", delta_t=50),
 }
 ML1M = dict(model="mf", dataset="ml-1m", epochs=20, lr=5e-3, batch_size=4096, l2=1e-4, eval_every=2,
@@ -49,11 +50,13 @@ def row_accum(delta_t: int) -> dict:
     return dict(method="dsl", scope="per_row", grow="accumulated", accumulate_steps=delta_t)
 
 
-# the DSL settings compared (MF, ml-100k, density 0.5, seed 0, validation recall) to pick row_accum
+# the DSL settings compared (ml-100k, density 0.5, seed 0, validation recall of MF and LightGCN) to pick
+# row_accum; "whole interval": the gradient summed over every step since the last update (delta_t steps)
+WHOLE = 10**9  # accumulate_steps is capped at delta_t
 CANDIDATES = {
     "paper defaults": {},
-    "delta_t 25": dict(delta_t=25),
-    "delta_t 400": dict(delta_t=400),
+    "delta_t x0.25": dict(delta_t="/4"),
+    "delta_t x4": dict(delta_t="*4"),
     "zeta0 0.1": dict(zeta0=0.1),
     "momentum, zeta0 0.3": dict(grow="momentum", zeta0=0.3),
     "explore_until 0.5": dict(explore_until=0.5),
@@ -62,19 +65,47 @@ CANDIDATES = {
     "prune set": dict(prune="set"),
     "grow momentum": dict(grow="momentum"),
     "grow accumulated (20 steps)": dict(grow="accumulated"),
-    "grow accumulated (100 steps)": dict(grow="accumulated", accumulate_steps=100),
+    "grow accumulated (whole interval)": dict(grow="accumulated", accumulate_steps=WHOLE),
     "global": dict(scope="global"),
     "global, grow momentum": dict(scope="global", grow="momentum"),
     "per_row": dict(scope="per_row"),
     "per_row, grow momentum": dict(scope="per_row", grow="momentum"),
     "per_row, grow accumulated (20 steps)": dict(scope="per_row", grow="accumulated"),
-    "per_row, grow accumulated (100 steps)": dict(scope="per_row", grow="accumulated", accumulate_steps=100),
+    "per_row, grow accumulated (whole interval)": dict(scope="per_row", grow="accumulated", accumulate_steps=WHOLE),
 }
 
 
 def selection_grid() -> list[tuple[str, dict]]:
-    base = {**BASE["mf"], "dataset": "ml-100k", "method": "dsl", "density": 0.5, "seed": 0}
-    return [(f"select/{name}", {**base, **extra}) for name, extra in CANDIDATES.items()]
+    jobs = []
+    for backbone, base in BASE.items():
+        jobs.append((f"select/{backbone}/dense", {**base, "dataset": "ml-100k", "method": "dense", "seed": 0}))
+        for name, extra in CANDIDATES.items():
+            extra = dict(extra)
+            if isinstance(extra.get("delta_t"), str):  # relative to the backbone's delta_t
+                op, factor = extra["delta_t"][0], int(extra["delta_t"][1:])
+                extra["delta_t"] = base["delta_t"] // factor if op == "/" else base["delta_t"] * factor
+            jobs.append((f"select/{backbone}/{name}",
+                         {**base, "dataset": "ml-100k", "method": "dsl", "density": 0.5, "seed": 0, **extra}))
+    return jobs
+
+
+def selection_table(results: dict) -> str:
+    """Candidates by their mean (over backbones) validation recall relative to dense, best first."""
+    dense = {b: results[f"select/{b}/dense"] for b in BASE}
+    names = {n.split("/", 2)[2] for n in results} - {"dense"}
+    rel = {n: [results[f"select/{b}/{n}"]["valid"]["recall@20"] / dense[b]["valid"]["recall@20"] for b in BASE
+               if f"select/{b}/{n}" in results] for n in names}
+    lines = ["| DSL setting (ml-100k, density 0.5, seed 0) | MF valid (test) recall@20 | LightGCN valid (test) "
+             "recall@20 | mean valid, % of dense |", "| --- | --- | --- | --- |"]
+    for n in sorted(names, key=lambda n: -statistics.mean(rel[n])):
+        cells = []
+        for b in BASE:
+            r = results.get(f"select/{b}/{n}")
+            cells.append(f"{r['valid']['recall@20']:.4f} ({r['test']['recall@20']:.4f})" if r else "-")
+        lines.append(f"| {n} | {' | '.join(cells)} | {statistics.mean(rel[n]):.1%} |")
+    lines.append("| dense | " + " | ".join(f"{dense[b]['valid']['recall@20']:.4f} ({dense[b]['test']['recall@20']:.4f})"
+                                           for b in BASE) + " | 100% |")
+    return "\n".join(lines)
 
 
 def variants(delta_t: int) -> list[tuple[str, dict]]:
@@ -83,7 +114,10 @@ def variants(delta_t: int) -> list[tuple[str, dict]]:
         out += [(f"dsl@{d}", dict(method="dsl", density=d)),
                 (f"static@{d}", dict(method="static", density=d)),
                 (f"dsl-random-grow@{d}", dict(method="dsl", density=d, grow="random")),
-                (f"dsl-row-accum@{d}", dict(row_accum(delta_t), density=d))]
+                (f"dsl-row-accum@{d}", dict(row_accum(delta_t), density=d)),
+                # the variant's own controls: the same per-row budgets, frozen or grown at random
+                (f"static-row@{d}", dict(method="static", scope="per_row", density=d)),
+                (f"dsl-row-random-grow@{d}", dict(method="dsl", scope="per_row", grow="random", density=d))]
     out += [(f"{m}@0.2", dict(method=m, density=0.2)) for m in ("gmp", "oneshot", "lth", "pep")]
     return out
 
@@ -103,13 +137,28 @@ def grid() -> list[tuple[str, dict]]:
     return jobs
 
 
+def run_dir_of(out: Path | str, name: str) -> Path:
+    return Path(out) / "runs" / name.replace("/", "__")
+
+
+def flat_config(summary: dict) -> dict:
+    """A run's resolved settings with the model's options beside the rest."""
+    return {**summary["config"], **summary["config"].get("model_options", {})}
+
+
+def is_stale(result: dict, settings: dict) -> bool:
+    """Whether a kept result was trained with other settings than the grid's now (then it is rerun)."""
+    config = result.get("config", {})
+    return any(config.get(k) != v for k, v in settings.items())
+
+
 def run_one(name: str, settings: dict, out: str) -> tuple[str, dict]:
     import torch
 
     torch.set_num_threads(1)
     import dslrec
 
-    run_dir = Path(out) / "runs" / name.replace("/", "__")
+    run_dir = run_dir_of(out, name)
     if (run_dir / "checkpoint.pt").exists() and not (run_dir / "summary.json").exists():
         summary = dslrec.train(resume=run_dir, progress=False)
     elif (run_dir / "summary.json").exists():
@@ -117,7 +166,8 @@ def run_one(name: str, settings: dict, out: str) -> tuple[str, dict]:
     else:
         summary = dslrec.train(settings, out=run_dir, progress=False)
     return name, {"test": summary["test"], "valid": summary["valid"], "params": summary["params"],
-                  "time": summary["time"], "best_epoch": summary["best_epoch"]}
+                  "time": summary["time"], "best_epoch": summary["best_epoch"],
+                  "config": {k: flat_config(summary).get(k) for k in settings}}
 
 
 def table(results: dict[str, dict]) -> str:
@@ -160,6 +210,11 @@ def main() -> int:
     results_path = out / ("selection.json" if args.select else "results.json")
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     todo = selection_grid() if args.select else grid()
+    for n, settings in todo:  # a result from older settings (or an older script) is trained again
+        if n in results and is_stale(results[n], settings):
+            print(f"{n}: kept result used other settings; training it again", flush=True)
+            del results[n]
+            shutil.rmtree(run_dir_of(out, n), ignore_errors=True)
     jobs = [(n, s) for n, s in todo if n not in results and (not args.only or re.search(args.only, n))]
     t0 = time.perf_counter()
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
@@ -172,9 +227,7 @@ def main() -> int:
                   f"({r['time']['train_s']:.0f}s)", flush=True)
     compute_s = sum(r["time"]["train_s"] for r in results.values())
     if args.select:
-        print("| DSL setting (MF, ml-100k, density 0.5, seed 0) | valid recall@20 | test recall@20 |\n| --- | --- | --- |")
-        for name, r in sorted(results.items(), key=lambda kv: -kv[1]["valid"]["recall@20"]):
-            print(f"| {name.split('/', 1)[1]} | {r['valid']['recall@20']:.4f} | {r['test']['recall@20']:.4f} |")
+        print(selection_table(results))
         print(f"\n{len(results)} runs, {compute_s / 60:.1f} min of training compute")
         return 0
     text = table(results)
