@@ -227,3 +227,13 @@ def test_resume_after_the_last_checkpoint_reports_the_same_result(small, tmp_pat
     again = dslrec.train(resume=out, dataset=small, progress=False)
     assert again["best_epoch"] == first["best_epoch"] and again["valid"] == first["valid"]
     assert again["test"] == first["test"]
+
+
+def test_demo_runs_end_to_end(tmp_path, capsys):
+    from dslrec import demo
+
+    assert demo.main(["--out", str(tmp_path / "demo"), "--epochs", "2"]) == 0
+    printed = capsys.readouterr().out
+    for label, folder, _ in demo.RUNS:
+        assert label in printed and (tmp_path / "demo" / folder / "summary.json").exists()
+    assert printed.count("of dense recall@20") == 2 and "top-5 recommendations" in printed
