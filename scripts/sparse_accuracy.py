@@ -9,7 +9,8 @@ Grid (issue "sparse-training engine"): MF and LightGCN on ml-100k (per-user
 for every method: dense; DSL, static sparse and DSL with random growth at
 densities 0.5, 0.2 and 0.1; gradual magnitude pruning, one-shot pruning +
 fine-tuning, lottery ticket (3 rounds) and PEP at 0.2; and one DSL variant
-picked on validation (``row_accum``) at every density. Plus MF on ml-1m
+picked on validation (``row_accum``) at every density, with its own controls
+(the same per-row budgets frozen, or grown at random). Plus MF on ml-1m
 (dense, DSL, static and the variant at 0.2). Every run is a normal ``dslrec.train`` run whose
 summary is kept in ``--out``; finished runs are not repeated, so the script can
 be stopped and restarted. Runs go in parallel, one thread each.
@@ -45,8 +46,8 @@ SEEDS = (0, 1, 2)
 def row_accum(delta_t: int) -> dict:
     """The DSL variant of the table's `dsl-row-accum` rows: every row keeps its own budget and growth
     follows the gradient summed over the whole interval since the last update. Picked on seed 0's
-    *validation* recall of MF at 0.5 among 18 DSL settings (scope, delta_t, zeta0, explore_until,
-    init, prune, grow, accumulate_steps); the plain `dsl` rows keep the paper's defaults."""
+    *validation* recall at 0.5, relative to dense and averaged over MF and LightGCN, among the
+    CANDIDATES below (``--select``); the plain `dsl` rows keep the paper's defaults."""
     return dict(method="dsl", scope="per_row", grow="accumulated", accumulate_steps=delta_t)
 
 

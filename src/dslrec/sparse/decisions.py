@@ -46,18 +46,12 @@ def count_true(b: Tensor) -> int:
     return int(torch.count_nonzero(b))
 
 
-def _gather(values: Tensor, index: Tensor) -> Tensor:
-    """``values[index]`` for a 1-D tensor and int64 indices."""
+def _take(values: Tensor, index: Tensor) -> Tensor:
+    """``values[index]`` for a 1-D tensor and int64 or bool indices (numpy on CPU: torch's bool
+    gather goes through its slow ``nonzero``)."""
     if _numpy(values) and _numpy(index):
         return torch.from_numpy(values.numpy()[index.numpy()])
     return values[index]
-
-
-def _compress(values: Tensor, keep: Tensor) -> Tensor:
-    """``values[keep]`` for 1-D tensors (a bool-mask gather; torch's goes through a slow nonzero on CPU)."""
-    if _numpy(values) and _numpy(keep):
-        return torch.from_numpy(values.numpy()[keep.numpy()])
-    return values[keep]
 
 
 def _kth_smallest(values: Tensor, k: int) -> Tensor:
@@ -87,7 +81,7 @@ def _threshold(vals: Tensor, k: int) -> Tensor:
     if vals.numel() - n_hi < k:
         return hi
     if n_lo + n_hi > vals.numel() // 100:
-        return _kth_smallest(_compress(vals, (vals > lo) & (vals < hi)), k - n_lo).to(vals.device)
+        return _kth_smallest(_take(vals, (vals > lo) & (vals < hi)), k - n_lo).to(vals.device)
     return _kth_smallest(vals, k).to(vals.device)
 
 
@@ -104,7 +98,7 @@ def _draw_distinct(n: int, k: int, generator: torch.Generator | None, pool: Tens
         extra = int(1.1 * (k - have) / rate) + 16
         draw = torch.randint(0, n, (extra,), generator=generator, device=gen_device)
         if pool is not None:
-            draw = _compress(draw, _gather(pool, draw))
+            draw = _take(draw, _take(pool, draw))
         seen[draw] = True
         have = count_true(seen)
     return seen

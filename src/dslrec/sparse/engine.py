@@ -362,7 +362,7 @@ class SparseEngine:
         cfg, st = self.cfg, self.storage
         rows = decisions.as_rows
         mask = rows(st.masks[name])
-        k = torch.ceil(zeta * mask.sum(dim=1) - 1e-9).long()  # schedule.n_moved, row by row
+        k = schedule.n_moved(zeta, mask.sum(dim=1))
         grad = signal = ever = None
         if cfg.prune == "taylor" or cfg.grow == "gradient":
             g = st.grad(name)

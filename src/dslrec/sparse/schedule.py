@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import math
 
+import torch
+from torch import Tensor
+
 
 def update_ratio(kind: str, t: int, total_steps: int, zeta0: float, eta_min: float) -> float:
     """zeta_t, the fraction of active weights moved by the update at iteration ``t`` (SPEC 1.5).
@@ -22,9 +25,12 @@ def update_ratio(kind: str, t: int, total_steps: int, zeta0: float, eta_min: flo
     raise ValueError(f"unknown schedule {kind!r}")
 
 
-def n_moved(zeta: float, nnz: int) -> int:
-    """k = ceil(zeta * nnz): how many active weights an update prunes (and regrows)."""
+def n_moved(zeta: float, nnz: int | Tensor) -> int | Tensor:
+    """k = ceil(zeta * nnz): how many active weights an update prunes (and regrows); ``nnz`` may be
+    a tensor of counts (one per row, scope per_row)."""
     # the small tolerance keeps e.g. 0.3 * 10 from becoming 4 through float rounding
+    if isinstance(nnz, Tensor):
+        return torch.minimum(torch.ceil(zeta * nnz - 1e-9).long().clamp_(min=0), nnz)
     return min(nnz, max(0, math.ceil(zeta * nnz - 1e-9)))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from dslrec.errors import DslrecError
+from dslrec.sparse.config import GROWS, PRUNES, SCHEDULES, SCOPES
 
 NAMED = ("model", "dataset", "epochs", "method", "density", "prune", "grow", "schedule", "scope",
          "delta_t", "zeta0", "device", "seed")
@@ -24,10 +25,10 @@ def register(sub) -> None:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     p.add_argument("--method", choices=("dense", "dsl", "static", "gmp", "oneshot", "lth", "pep"))
     p.add_argument("--density", type=float, help="fraction of sparsifiable weights kept active")
-    p.add_argument("--prune", choices=("magnitude", "set", "taylor"))
-    p.add_argument("--grow", choices=("gradient", "momentum", "random", "random_unseen", "accumulated"))
-    p.add_argument("--schedule", choices=("cosine", "linear", "constant"), help="DSL update-ratio schedule")
-    p.add_argument("--scope", choices=("per_tensor", "global", "per_row"))
+    p.add_argument("--prune", choices=PRUNES)
+    p.add_argument("--grow", choices=GROWS)
+    p.add_argument("--schedule", choices=SCHEDULES, help="DSL update-ratio schedule")
+    p.add_argument("--scope", choices=SCOPES)
     p.add_argument("--delta-t", dest="delta_t", type=int, help="iterations between mask updates")
     p.add_argument("--zeta0", type=float, help="initial update ratio")
     p.add_argument("--device", help="auto | cpu | cuda (default auto)")
