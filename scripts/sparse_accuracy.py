@@ -3,6 +3,7 @@
     .venv/bin/python scripts/sparse_accuracy.py            # runs what is missing, prints the table
     .venv/bin/python scripts/sparse_accuracy.py --readme   # ... and writes it into README.md
     .venv/bin/python scripts/sparse_accuracy.py --select   # how the `dsl-row-accum` variant was picked
+    .venv/bin/python scripts/sparse_accuracy.py --select-interval   # how each backbone's delta_t was picked
 
 Grid (issue "sparse-training engine"): MF and LightGCN on ml-100k (per-user
 80/10/10 split, split seed 0), 3 training seeds, the same epochs and settings
@@ -31,13 +32,18 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-# one setting per backbone, shared by every method (only method/density/grow differ)
+# one setting per backbone, shared by every method (only method/density/grow differ). delta_t, the
+# exploration interval of DSL (and GMP's pruning interval), is the one picked on validation by
+# --select-interval; the other settings are set so that dense peaks inside the run.
 BASE = {
     "mf": dict(model="mf", epochs=60, lr=1e-3, batch_size=1024, l2=1e-4, eval_every=2, patience=0,
                delta_t=100),
     "lightgcn": dict(model="lightgcn", epochs=50, lr=1e-2, batch_size=2048, l2=1e-4, eval_every=2,
-                     patience=0, lr_schedule="constant", delta_t=50),
+                     patience=0, lr_schedule="constant", delta_t=200),
 }
+# the interval guessed before any selection (about 1.3 epochs for both); --select compares DSL
+# settings at it, --select-interval then compares multiples of it
+INTERVAL_GUESS = {"mf": 100, "lightgcn": 50}
 ML1M = dict(model="mf", dataset="ml-1m", epochs=20, lr=5e-3, batch_size=4096, l2=1e-4, eval_every=2,
             patience=0, delta_t=100)
 SEEDS = (0, 1, 2)
@@ -47,7 +53,8 @@ def row_accum(delta_t: int) -> dict:
     """The DSL variant of the table's `dsl-row-accum` rows: every row keeps its own budget and growth
     follows the gradient summed over the whole interval since the last update. Picked on seed 0's
     *validation* recall at 0.5, relative to dense and averaged over MF and LightGCN, among the
-    CANDIDATES below (``--select``); the plain `dsl` rows keep the paper's defaults."""
+    CANDIDATES below (``--select``, at the guessed interval); the plain `dsl` rows keep the paper's
+    defaults. Both then run at the interval picked per backbone (``--select-interval``)."""
     return dict(method="dsl", scope="per_row", grow="accumulated", accumulate_steps=delta_t)
 
 
@@ -79,6 +86,7 @@ CANDIDATES = {
 def selection_grid() -> list[tuple[str, dict]]:
     jobs = []
     for backbone, base in BASE.items():
+        base = {**base, "delta_t": INTERVAL_GUESS[backbone]}
         jobs.append((f"select/{backbone}/dense", {**base, "dataset": "ml-100k", "method": "dense", "seed": 0}))
         for name, extra in CANDIDATES.items():
             extra = dict(extra)
@@ -88,6 +96,55 @@ def selection_grid() -> list[tuple[str, dict]]:
             jobs.append((f"select/{backbone}/{name}",
                          {**base, "dataset": "ml-100k", "method": "dsl", "density": 0.5, "seed": 0, **extra}))
     return jobs
+
+
+# the exploration interval is a per-backbone setting (the paper sets delta_t per backbone too): multiples of
+# the guess, each with the paper's defaults and with row_accum, on seeds apart from the table's
+INTERVAL_FACTORS = (0.5, 1, 2, 4, 8)
+INTERVAL_SEEDS = (10, 11, 12)
+
+
+def interval_grid() -> list[tuple[str, dict]]:
+    jobs = []
+    for backbone, base in BASE.items():
+        for seed in INTERVAL_SEEDS:
+            jobs.append((f"interval/{backbone}/dense/seed{seed}",
+                         {**base, "dataset": "ml-100k", "method": "dense", "seed": seed}))
+            for factor in INTERVAL_FACTORS:
+                dt = int(INTERVAL_GUESS[backbone] * factor)
+                for label, extra in (("paper defaults", dict(method="dsl")), ("row_accum", row_accum(dt))):
+                    jobs.append((f"interval/{backbone}/{label} dt{dt}/seed{seed}",
+                                 {**base, "dataset": "ml-100k", **extra, "density": 0.5, "delta_t": dt,
+                                  "seed": seed}))
+    return jobs
+
+
+def interval_table(results: dict) -> tuple[str, dict]:
+    """Validation recall as % of dense on the same seed, mean over seeds, per backbone and delta_t; the
+    best delta_t per backbone by the mean over both DSL settings."""
+    rel: dict[tuple[str, int, str], list[float]] = {}
+    for name, r in results.items():
+        _, backbone, label, seed = name.split("/")
+        if label == "dense":
+            continue
+        setting, _, dt = label.rpartition(" dt")
+        dense = results.get(f"interval/{backbone}/dense/{seed}")
+        if dense:
+            rel.setdefault((backbone, int(dt), setting), []).append(
+                r["valid"]["recall@20"] / dense["valid"]["recall@20"])
+    lines = ["| backbone | delta_t | paper defaults, valid % of dense | dsl-row-accum, valid % of dense | mean |",
+             "| --- | --- | --- | --- | --- |"]
+    best: dict[str, tuple[float, int]] = {}
+    for backbone in BASE:
+        for dt in sorted({k[1] for k in rel if k[0] == backbone}):
+            cells = [rel.get((backbone, dt, s), []) for s in ("paper defaults", "row_accum")]
+            if not all(cells):
+                continue
+            mean = statistics.mean(statistics.mean(c) for c in cells)
+            best[backbone] = max(best.get(backbone, (-1.0, 0)), (mean, dt))
+            lines.append(f"| {backbone} | {dt} | " + " | ".join(f"{statistics.mean(c):.1%}" for c in cells)
+                         + f" | {mean:.1%} |")
+    return "\n".join(lines), {b: dt for b, (_, dt) in best.items()}
 
 
 def selection_table(results: dict) -> str:
@@ -147,10 +204,14 @@ def flat_config(summary: dict) -> dict:
     return {**summary["config"], **summary["config"].get("model_options", {})}
 
 
+USE_DELTA_T = ("dsl", "gmp")  # the other methods never read delta_t
+
+
 def is_stale(result: dict, settings: dict) -> bool:
     """Whether a kept result was trained with other settings than the grid's now (then it is rerun)."""
     config = result.get("config", {})
-    return any(config.get(k) != v for k, v in settings.items())
+    return any(config.get(k) != v for k, v in settings.items()
+               if k != "delta_t" or settings.get("method") in USE_DELTA_T)
 
 
 def run_one(name: str, settings: dict, out: str) -> tuple[str, dict]:
@@ -204,13 +265,16 @@ def main() -> int:
     parser.add_argument("--readme", action="store_true", help="write the table into README.md")
     parser.add_argument("--select", action="store_true",
                         help="run the DSL settings compared to pick the variant; print them by validation recall")
+    parser.add_argument("--select-interval", action="store_true",
+                        help="run the delta_t values compared to pick each backbone's; print them by validation recall")
     args = parser.parse_args()
     os.environ.setdefault("DSLREC_DATA_DIR", str(REPO.parent / "shared" / "data"))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results_path = out / ("selection.json" if args.select else "results.json")
+    results_path = out / ("selection.json" if args.select else "interval.json" if args.select_interval
+                          else "results.json")
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
-    todo = selection_grid() if args.select else grid()
+    todo = selection_grid() if args.select else interval_grid() if args.select_interval else grid()
     for n, settings in todo:  # a result from older settings (or an older script) is trained again
         if n in results and is_stale(results[n], settings):
             print(f"{n}: kept result used other settings; training it again", flush=True)
@@ -227,6 +291,13 @@ def main() -> int:
             print(f"[{i}/{len(jobs)}] {name}: recall@20 {r['test']['recall@20']:.4f} "
                   f"({r['time']['train_s']:.0f}s)", flush=True)
     compute_s = sum(r["time"]["train_s"] for r in results.values())
+    if args.select_interval:
+        text, best = interval_table(results)
+        print(text)
+        print(f"\nbest delta_t by mean validation recall: {best}; in use: "
+              f"{ {b: base['delta_t'] for b, base in BASE.items()} }")
+        print(f"{len(results)} runs, {compute_s / 60:.1f} min of training compute")
+        return 0
     if args.select:
         print(selection_table(results))
         print(f"\n{len(results)} runs, {compute_s / 60:.1f} min of training compute")
