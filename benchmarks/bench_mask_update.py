@@ -7,6 +7,10 @@ Measures, on this machine's CPU:
 * the per-step re-masking overhead next to a plain Adam step, for the fast
   path (mask the gradient before the step) and the generic one (re-mask the
   weights and Adam's two moments after it);
+* the per-step cost of ``grow="accumulated"`` (one more pass over the tables:
+  the gradient is summed into the grow signal every step of the window), as an
+  epoch of the ``dsl-row-accum`` setting (per-row, accumulating every step)
+  beside the dense and plain sparse ones;
 * one MF epoch (BPR, batch 2048) dense and with the engine attached, with
   torch's default Adam and with ``Adam(fused=True)``. (On x86 CPUs the default
   Adam's ``sqrt`` is ~10x slower on exact zeros, which a masked second moment is
@@ -132,6 +136,14 @@ def main() -> None:
                 engine = SparseEngine(model, opt, cfg, total_steps=10**6)
             run_epoch(model, opt, engine, epoch[:5])  # warm-up: optimiser state allocated
             runs[f"{adam}_{remask}"] = [model, opt, engine, 0.0]
+    # dsl-row-accum between updates: every step folds the gradient into the grow signal
+    model = make_model()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+    cfg = SparseConfig(method="dsl", density=args.density, scope="per_row", grow="accumulated",
+                       delta_t=10**6, accumulate_steps=10**6)
+    engine = SparseEngine(model, opt, cfg, total_steps=10**7)
+    run_epoch(model, opt, engine, epoch[:5])
+    runs["fused_accumulate"] = [model, opt, engine, 0.0]
     in_epoch_updates = []
     for start in range(0, len(epoch), 25):
         for name, run in runs.items():
@@ -153,6 +165,7 @@ def main() -> None:
     engine = runs["default_full"][2]
     results["remask_full_ms"] = timed(engine.storage.apply, args.repeat * 4) * 1e3
     results["remask_fast_ms"] = timed(engine.storage.mask_grads, args.repeat * 4) * 1e3
+    results["accumulate_ms"] = timed(runs["fused_accumulate"][2]._accumulate, args.repeat * 4) * 1e3
     del runs, engine
 
     # --- one mask update (largest ratio), both scopes ----------------------------------
@@ -170,7 +183,7 @@ def main() -> None:
     results["in_epoch_update_share_fused"] = results["mask_update_in_epoch_s"] / results["epoch_fused_dense_s"]
     for adam in ("default", "fused"):
         base = results[f"epoch_{adam}_dense_s"]
-        for remask in ("auto", "full"):
+        for remask in ("auto", "full") + (("accumulate",) if adam == "fused" else ()):
             results[f"overhead_{adam}_{remask}"] = results[f"epoch_{adam}_{remask}_s"] / base - 1
 
     def epoch_row(adam, remask):
@@ -187,6 +200,7 @@ def main() -> None:
                                             f"{results['adam_step_fused_auto_ms']:.1f} ms"),
         ("re-mask per step, fast (grad)", f"{results['remask_fast_ms']:.1f} ms"),
         ("re-mask per step, full (w+m+v)", f"{results['remask_full_ms']:.1f} ms"),
+        ("grow accumulated, per step", f"{results['accumulate_ms']:.1f} ms"),
         ("mask update, per_tensor", f"{results['mask_update_per_tensor_s'] * 1e3:.0f} ms (zeta {results['zeta']:.3f})"),
         ("mask update, global", f"{results['mask_update_global_s'] * 1e3:.0f} ms"),
         ("mask update, per_row", f"{results['mask_update_per_row_s'] * 1e3:.0f} ms "
@@ -194,6 +208,7 @@ def main() -> None:
         ("mask update, per_tensor, amid the epochs",
          f"{results['mask_update_in_epoch_s'] * 1e3:.0f} ms (mean of {len(in_epoch_updates)})"),
         *[epoch_row(a, r) for a in ("default", "fused") for r in ("dense", "auto", "full")],
+        epoch_row("fused", "accumulate"),
         ("mask update / dense epoch (default)", f"{results['mask_update_share_of_epoch']:.2%}"),
         ("mask update / dense epoch (fused)",
          f"{worst_update / results['epoch_fused_dense_s']:.2%} (amid the epochs: "
