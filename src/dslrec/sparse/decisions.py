@@ -309,23 +309,25 @@ def rows_select(scores: Tensor, eligible: Tensor, counts: Tensor | int, generato
     """
     n_rows, n_cols = eligible.shape
     counts = torch.as_tensor(counts, device=eligible.device).expand(n_rows)
-    if bool((counts > eligible.sum(dim=1)).any()):
+    if bool((counts > eligible.view(torch.uint8).sum(dim=1, dtype=torch.int32)).any()):  # 2x a bool sum
         raise ValueError("a row has fewer eligible positions than it must select")
     chosen = torch.zeros_like(eligible)
     k_max = int(counts.max()) if n_rows else 0
     if k_max == 0:
         return chosen
     s = scores.detach().float().contiguous() + 0.0  # + 0.0 turns -0.0 into 0.0: one tie, not two values
-    if bool(torch.isnan(s).logical_and_(eligible).any()):
+    # one cheap reduction tells whether there is any NaN; only then look where (ineligible is fine)
+    no_nan = not bool(torch.isnan(s.sum()))
+    if not no_nan and bool(torch.isnan(s).logical_and_(eligible).any()):
         raise _diverged()
     key = s.view(torch.int32).to(torch.int64)
-    if bool((key < 0).any()):  # negative floats: reverse their order
+    if bool(s.min() < 0) if no_nan else bool((key < 0).any()):  # negative floats: reverse their order
         key = torch.where(key < 0, key ^ 0x7FFFFFFF, key)
     gen_device = generator.device if generator is not None else torch.device("cpu")
     noise = torch.rand(s.shape, generator=generator, device=gen_device).mul_(2**24).to(device=s.device,
                                                                                      dtype=torch.int64)
     fill = torch.iinfo(torch.int64).min if largest else torch.iinfo(torch.int64).max
-    key = key.mul_(2**24).add_(noise).masked_fill_(~eligible, fill)
+    key = torch.add(noise, key, alpha=2**24).masked_fill_(~eligible, fill)
     top = key.topk(k_max, dim=1, largest=largest, sorted=True).indices
     take = torch.arange(k_max, device=eligible.device).expand(n_rows, k_max) < counts.unsqueeze(1)
     return chosen.scatter_(1, top, take)
