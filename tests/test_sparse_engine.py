@@ -230,6 +230,20 @@ def test_rows_select_breaks_ties_at_random_per_row():
     assert hits.min() > 80 and hits.max() < 160  # expectation 120 per position
 
 
+def test_rows_select_orders_negative_scores_and_ignores_nan_where_ineligible():
+    nan = float("nan")
+    scores = torch.tensor([[-3.0, 2.0, -0.5, nan, 0.0], [nan, -1.0, -2.0, 4.0, -0.0]])
+    eligible = torch.tensor([[1, 1, 1, 0, 1], [0, 1, 1, 1, 1]], dtype=torch.bool)
+    gen = torch.Generator().manual_seed(0)
+    smallest = decisions.rows_select(scores, eligible, 2, gen)
+    assert smallest.tolist() == [[True, False, True, False, False], [False, True, True, False, False]]
+    largest = decisions.rows_select(scores, eligible, 2, gen, largest=True)
+    assert largest.tolist() == [[False, True, False, False, True], [False, False, False, True, True]]
+    scores[0, 1] = nan  # now where it is eligible
+    with pytest.raises(DslrecError, match="diverged"):
+        decisions.rows_select(scores, eligible, 2, gen)
+
+
 def test_per_row_scope_rejects_erk_and_pep():
     with pytest.raises(DslrecError, match="per_row"):
         SparseConfig(method="dsl", scope="per_row", init="erk")
