@@ -316,12 +316,14 @@ def rows_select(scores: Tensor, eligible: Tensor, counts: Tensor | int, generato
     if k_max == 0:
         return chosen
     s = scores.detach().float().contiguous() + 0.0  # + 0.0 turns -0.0 into 0.0: one tie, not two values
-    # one cheap reduction tells whether there is any NaN; only then look where (ineligible is fine)
-    no_nan = not bool(torch.isnan(s.sum()))
-    if not no_nan and bool(torch.isnan(s).logical_and_(eligible).any()):
+    # one cheap reduction: a NaN sum means a NaN somewhere (or both infinities); only then look where,
+    # since NaN where nothing is eligible is harmless (and would spoil s.min below)
+    maybe_nan = bool(torch.isnan(s.sum()))
+    if maybe_nan and bool(torch.isnan(s).logical_and_(eligible).any()):
         raise _diverged()
     key = s.view(torch.int32).to(torch.int64)
-    if bool(s.min() < 0) if no_nan else bool((key < 0).any()):  # negative floats: reverse their order
+    negative = bool((key < 0).any()) if maybe_nan else bool(s.min() < 0)
+    if negative:  # negative floats: reverse their order
         key = torch.where(key < 0, key ^ 0x7FFFFFFF, key)
     gen_device = generator.device if generator is not None else torch.device("cpu")
     noise = torch.rand(s.shape, generator=generator, device=gen_device).mul_(2**24).to(device=s.device,
