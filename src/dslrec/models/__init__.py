@@ -46,6 +46,23 @@ def paper_settings(name: str) -> dict:
     return copy.deepcopy(backbone(name).PAPER_SETTINGS)
 
 
+def default_settings(name: str, paper: bool = False) -> dict:
+    """The training settings a run of backbone ``name`` starts from (a copy).
+
+    ``paper=True``: the paper's, ``delta_t`` included (``--preset paper``).
+    Otherwise dslrec's defaults: the paper's, changed by the backbone's
+    ``DEFAULT_CHANGES`` where the paper's value does not learn on ordinary data
+    within the default epochs, and without ``delta_t``, which then follows the
+    run's length (``delta_t_epochs``).
+    """
+    settings = paper_settings(name)
+    if paper:
+        return settings
+    settings.pop("delta_t", None)
+    settings.update(copy.deepcopy(getattr(backbone(name), "DEFAULT_CHANGES", {})))
+    return settings
+
+
 def build(name: str, dataset, **config) -> nn.Module:
     """Backbone ``name`` for ``dataset``; unknown options are an error, not ignored."""
     valid = model_kwargs(name)
@@ -58,4 +75,4 @@ def build(name: str, dataset, **config) -> nn.Module:
     return backbone(name).build(dataset, **config)
 
 
-__all__ = ["BACKBONES", "backbone", "build", "model_kwargs", "paper_settings"]
+__all__ = ["BACKBONES", "backbone", "build", "default_settings", "model_kwargs", "paper_settings"]

@@ -299,14 +299,14 @@ class SparseEngine:
         cfg = self.cfg
         if cfg.method != "dsl" or cfg.grow not in ("momentum", "accumulated"):
             return False
-        window = min(cfg.accumulate_steps, cfg.delta_t)
+        window = cfg.window()
         next_update = -(-t // cfg.delta_t) * cfg.delta_t
         return next_update - t < window and self._update_due(next_update)
 
     @torch.no_grad()
     def _accumulate(self) -> None:
         """Fold this step's dense gradient into the grow signal (sum, or exponential average)."""
-        beta = self.cfg.momentum
+        beta = self.cfg.grow_momentum
         for n in self.names:
             g = self.storage.grad(n)
             if g is None:

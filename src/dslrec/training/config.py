@@ -19,12 +19,20 @@ from typing import Any
 import yaml
 
 from dslrec.errors import DslrecError
+from dslrec.sparse.config import SPARSE_KEYS, SparseSettings
+
+# The default exploration interval, in epochs (see README, Results: how it was picked).
+DELTA_T_EPOCHS = 2.0
 
 METHODS = ("dense", "dsl", "static", "gmp", "oneshot", "lth", "pep")
 
 
 @dataclass
-class RunConfig:
+class RunConfig(SparseSettings):
+    """Every setting of a run. The sparse settings (density, scope, prune, grow, delta_t, ...) are
+    inherited from ``dslrec.sparse.config.SparseSettings``, their one definition; the fields
+    below are the run's own (and two defaults a run changes: dense, and delta_t from the rule)."""
+
     # what to train on what
     model: str = "mf"
     dataset: str = "synthetic"
@@ -49,35 +57,38 @@ class RunConfig:
     # evaluation and model selection
     eval_every: int = 1
     metric: str = "recall@20"
-    patience: int = 10  # evaluations without improvement before stopping (0 = never stop)
+    # evaluations without improvement before stopping (0 = never stop), counted only once the
+    # validation metric has improved on the first evaluation: a model that has not started to
+    # learn yet is never stopped
+    patience: int = 10
     ks: list[int] = field(default_factory=lambda: [20])
     eval_batch_size: int = 1024
-    # sparse training (dslrec.sparse)
+    # sparse training: the method, and the run's defaults for two settings of dslrec.sparse
     method: str = "dense"
     density: float = 1.0
-    scope: str = "per_tensor"
-    init: str = "uniform"
-    prune: str = "magnitude"
-    grow: str = "gradient"
-    schedule: str = "cosine"  # DSL update-ratio schedule
-    zeta0: float = 0.5
-    eta_min: float = 0.005
-    delta_t: int = 100
-    explore_until: float = 1.0
-    accumulate_steps: int = 20  # grow=accumulated/momentum: steps of gradient before each update
+    # iterations between mask updates; None: the rule below, resolved to iterations at the start of
+    # the run (printed, and written to config.yaml and summary.json)
+    delta_t: int | None = None
+    delta_t_epochs: float = DELTA_T_EPOCHS  # the rule: delta_t = round(delta_t_epochs * steps per epoch)
+    preset: str | None = None  # a named group of settings (PRESETS); explicit settings override it
     finetune_epochs: int | None = None  # oneshot: epochs of fine-tuning (default: epochs)
     lth_rounds: int = 3
     # model hyper-parameters (checked against the backbone's constructor)
     model_options: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """All settings, the run's own first and then the sparse ones (config.yaml's order)."""
+        data = dataclasses.asdict(self)
+        own = [f.name for f in dataclasses.fields(self) if f.name not in SPARSE_KEYS and f.name != "model_options"]
+        return {**{k: data[k] for k in own}, **{k: data[k] for k in SPARSE_KEYS}, "model_options": data["model_options"]}
 
 
 RUN_KEYS = {f.name for f in dataclasses.fields(RunConfig)} - {"model_options"}
 # The backbones' paper settings name the lr schedule "schedule" (in a run that key is DSL's)
 # and the pointwise negatives "negatives".
 PAPER_KEY_ALIASES = {"schedule": "lr_schedule", "negatives": "n_neg"}
+# settings whose explicit null means something (accumulate_steps: the whole interval)
+NULLABLE = ("accumulate_steps",)
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -100,53 +111,83 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def _coerce(key: str, value: Any, default: Any) -> Any:
-    """Turn strings from the command line into the setting's type."""
-    if isinstance(value, str) and not isinstance(default, str):
+# Named groups of settings (--preset NAME), applied over the backbone's defaults and under any
+# setting given explicitly (config file, command line, keyword).
+PRESETS: dict[str, dict[str, Any]] = {
+    # the paper's settings for the backbone, its per-backbone delta_t included (faithful reproductions)
+    "paper": {},
+    # the DSL variant we recommend: every user/item row keeps its own budget, and growth follows the
+    # gradient summed over the whole interval since the last update (README, Results)
+    "recommended": {"method": "dsl", "scope": "per_row", "grow": "accumulated", "accumulate_steps": None},
+}
+_FIELD_TYPES = {f.name: str(f.type) for f in dataclasses.fields(RunConfig)}
+
+
+def _coerce(key: str, value: Any) -> Any:
+    """Turn a setting from the command line or a file into its declared type (one-line errors)."""
+    declared = _FIELD_TYPES[key]
+    optional = "None" in declared
+    kind = declared.split("|")[0].strip()
+    if isinstance(value, str) and kind != "str":
         try:
             value = yaml.safe_load(value)
         except yaml.YAMLError:
             pass
+    if value is None:
+        if optional:
+            return None
+        raise DslrecError(f"setting {key} needs a value ({kind})")
     if key == "ks" and isinstance(value, (int, str)):
-        value = [int(v) for v in str(value).split(",")]
-    if isinstance(default, bool):
+        parts = [v.strip() for v in str(value).split(",")]
+        if not all(v.isdigit() for v in parts):
+            raise DslrecError(f"setting ks must be comma-separated positive integers like 10,20, got {value!r}")
+        value = [int(v) for v in parts]
+    if kind == "bool":
         if not isinstance(value, bool):
             raise DslrecError(f"setting {key} must be true or false, got {value!r}")
-    elif isinstance(default, int) and not isinstance(default, bool):
+    elif kind == "int":
         if isinstance(value, float) and value.is_integer():
             value = int(value)
-        if not isinstance(value, int):
+        if not isinstance(value, int) or isinstance(value, bool):
             raise DslrecError(f"setting {key} must be an integer, got {value!r}")
-    elif isinstance(default, float):
+    elif kind == "float":
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise DslrecError(f"setting {key} must be a number, got {value!r}")
         value = float(value)
+    elif kind == "str" and not isinstance(value, str):
+        value = str(value)
     return value
 
 
-def resolve(settings: dict[str, Any], paper_settings, model_kwargs) -> RunConfig:
+def resolve(settings: dict[str, Any], backbone_settings, model_kwargs) -> RunConfig:
     """Build a RunConfig from user settings.
 
-    ``paper_settings(model) -> dict`` and ``model_kwargs(model) -> iterable of
-    option names`` come from the backbone registry (passed in to keep this
-    module free of model imports).
+    ``backbone_settings(model, paper) -> dict`` (the backbone's default training
+    settings, or with ``paper=True`` its paper's) and ``model_kwargs(model) ->
+    iterable of option names`` come from the backbone registry (passed in to keep
+    this module free of model imports). Order: RunConfig's defaults < the
+    backbone's settings < the preset < ``settings``.
     """
-    settings = {k.replace("-", "_"): v for k, v in settings.items() if v is not None}
+    settings = {k.replace("-", "_"): v for k, v in settings.items()}
+    settings = {k: v for k, v in settings.items() if v is not None or k in NULLABLE}
     model = str(settings.get("model", RunConfig.model))
+    preset = settings.get("preset")
+    if preset is not None and preset not in PRESETS:
+        raise DslrecError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     merged: dict[str, Any] = {}
-    for k, v in paper_settings(model).items():
+    for k, v in backbone_settings(model, preset == "paper").items():
         merged[PAPER_KEY_ALIASES.get(k, k)] = v
-    # The paper's density is the default of the sparse methods; a dense run keeps every weight.
-    if settings.get("method", RunConfig.method) == "dense":
+    merged.update(PRESETS.get(preset, {}))
+    # The backbone's density is the default of the sparse methods; a dense run keeps every weight.
+    if settings.get("method", merged.get("method", RunConfig.method)) == "dense":
         merged.pop("density", None)
     merged.update(settings)
     valid_model_keys = set(model_kwargs(model))
-    base = RunConfig()
     run: dict[str, Any] = {}
     options: dict[str, Any] = {}
     for key, value in merged.items():
         if key in RUN_KEYS:
-            run[key] = _coerce(key, value, getattr(base, key))
+            run[key] = _coerce(key, value)
         elif key in valid_model_keys:
             options[key] = yaml.safe_load(value) if isinstance(value, str) else value
         else:
@@ -155,6 +196,13 @@ def resolve(settings: dict[str, Any], paper_settings, model_kwargs) -> RunConfig
     cfg = RunConfig(**run, model_options=options)
     validate(cfg)
     return cfg
+
+
+def resolve_delta_t(cfg: RunConfig, steps_per_epoch: int) -> int:
+    """The run's delta_t in iterations: the explicit setting, else ``delta_t_epochs`` epochs."""
+    if cfg.delta_t is not None:
+        return cfg.delta_t
+    return max(1, round(cfg.delta_t_epochs * steps_per_epoch))
 
 
 def validate(cfg: RunConfig) -> None:
@@ -182,5 +230,7 @@ def validate(cfg: RunConfig) -> None:
         cfg.ks = sorted({*cfg.ks, int(k)})
     check(cfg.device == "auto" or cfg.device == "cpu" or cfg.device.startswith("cuda"),
           f"device must be auto, cpu or cuda[:N], got {cfg.device!r}")
-    check(cfg.delta_t >= 1, f"delta_t must be at least 1, got {cfg.delta_t}")
+    check(cfg.delta_t is None or cfg.delta_t >= 1, f"delta_t must be at least 1, got {cfg.delta_t}")
+    check(cfg.delta_t_epochs > 0, f"delta_t_epochs must be positive, got {cfg.delta_t_epochs}")
     check(cfg.lth_rounds >= 1, f"lth_rounds must be at least 1, got {cfg.lth_rounds}")
+    cfg.check_sparse()

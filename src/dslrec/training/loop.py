@@ -134,6 +134,7 @@ class Trainer:
         engine = phase.make_engine(model, optimizer, total_steps) if phase.make_engine else None
         schedule = make_lr_schedule(cfg, optimizer, total_steps)
         start_epoch, best_metric, best_epoch, bad_evals = 0, -math.inf, None, 0
+        first_metric = None  # the phase's first eligible validation value: patience counts only past it
         best_valid: dict[str, float] = {}
         best_state = None
         if resume is not None:
@@ -148,6 +149,7 @@ class Trainer:
             best_metric = float(resume["best_metric"])
             best_epoch = resume["best_epoch"]
             bad_evals = int(resume["bad_evals"])
+            first_metric = resume.get("first_metric")
             best_valid = dict(resume["best_valid"])
             if best_epoch is not None and (self.run_dir / rundir.BEST).exists():
                 best_state = rundir.load_weights(self.run_dir / rundir.BEST)
@@ -177,12 +179,16 @@ class Trainer:
                 record["valid"] = valid
                 record["eval_s"] = time.perf_counter() - t1
                 value = valid[cfg.metric]
+                if eligible and first_metric is None:
+                    first_metric = value
                 if eligible and value > best_metric:
                     best_metric, best_epoch, bad_evals, best_valid = value, self.global_epoch, 0, valid
                     best_state = clone_state(model)
                     rundir.save_weights(self.run_dir / rundir.BEST, best_state)
                     save_masks(self.run_dir, engine)
-                elif eligible:
+                elif eligible and best_metric > first_metric:
+                    # only a model that has improved once can stop: one that has not started to
+                    # learn yet (a small lr, a sparse start) is given its epochs
                     bad_evals += 1
                 self.say(f"epoch {self.global_epoch:4d} [{phase.name}] loss {loss:.4f}  "
                          f"{cfg.metric} {value:.4f}  ({train_s:.1f}s)")
@@ -196,6 +202,7 @@ class Trainer:
                 "lr_schedule": schedule.state_dict(), "torch_rng": torch.get_rng_state(),
                 "engine": engine.state_dict() if engine is not None else {},
                 "best_metric": best_metric, "best_epoch": best_epoch, "bad_evals": bad_evals,
+                "first_metric": first_metric,
                 "best_valid": best_valid, "budget": self.budget.state_dict(),
                 "phase_done": stop or last, "records": self.records,
             })

@@ -24,12 +24,9 @@ INIT_WEIGHTS = "init.safetensors"
 
 
 def sparse_config(cfg: RunConfig, method: str):
-    from dslrec.sparse import SparseConfig
+    from dslrec.sparse.config import SparseConfig
 
-    return SparseConfig(method=method, density=cfg.density, scope=cfg.scope, init=cfg.init,
-                        prune=cfg.prune, grow=cfg.grow, schedule=cfg.schedule, zeta0=cfg.zeta0,
-                        eta_min=cfg.eta_min, delta_t=cfg.delta_t, explore_until=cfg.explore_until,
-                        accumulate_steps=cfg.accumulate_steps)
+    return SparseConfig.from_settings(cfg, method=method)
 
 
 def engine_factory(cfg: RunConfig, method: str, masks_from=None):

@@ -15,7 +15,7 @@ from dslrec import __version__
 from dslrec.errors import DslrecError
 from dslrec.training import rundir
 from dslrec.training.budget import Budget
-from dslrec.training.config import RunConfig, read_config_file, resolve
+from dslrec.training.config import RunConfig, read_config_file, resolve, resolve_delta_t
 from dslrec.training.loop import PhaseResult, Trainer, peak_rss_mb, pick_device
 from dslrec.training.methods import build_phases
 
@@ -29,7 +29,7 @@ def resolve_settings(settings: dict[str, Any] | None = None, config_file: str | 
         merged.update(read_config_file(config_file))
     merged.update(settings or {})
     merged.update(overrides)
-    return resolve(merged, models.paper_settings, models.model_kwargs)
+    return resolve(merged, models.default_settings, models.model_kwargs)
 
 
 def load_dataset(cfg: RunConfig, progress: bool = True):
@@ -40,6 +40,14 @@ def load_dataset(cfg: RunConfig, progress: bool = True):
         if getattr(cfg, key) is not None:
             kwargs[key] = getattr(cfg, key)
     return data.load(cfg.dataset, **kwargs)
+
+
+def resolve_interval(cfg: RunConfig, steps_per_epoch: int) -> str:
+    """Fix ``cfg.delta_t`` in iterations for this run; returns where the value came from."""
+    if cfg.delta_t is not None:
+        return "set"
+    cfg.delta_t = resolve_delta_t(cfg, steps_per_epoch)
+    return f"delta_t_epochs {cfg.delta_t_epochs:g} x {steps_per_epoch} steps per epoch"
 
 
 def default_run_dir(cfg: RunConfig) -> Path:
@@ -133,11 +141,13 @@ def train(settings: dict[str, Any] | None = None, *, config_file: str | Path | N
     dataset.check_usable()
     device = pick_device(cfg.device)
     model = models.build(cfg.model, dataset, **cfg.model_options).to(device)
-    rundir.write_config(run_dir, cfg.to_dict())
-
     budget = Budget(model, cfg)
     trainer = Trainer(cfg, dataset, model, run_dir, progress=progress, sampler=epoch_batches,
                       evaluator=make_evaluator(cfg, dataset), budget=budget)
+    delta_t_source = resolve_interval(cfg, trainer.steps_per_epoch)
+    if cfg.method in ("dsl", "gmp"):
+        trainer.say(f"delta_t = {cfg.delta_t} iterations ({delta_t_source})")
+    rundir.write_config(run_dir, cfg.to_dict())
     phases = build_phases(cfg, model, run_dir)
 
     start_phase, phase_resume, previous = 0, None, None
@@ -178,6 +188,7 @@ def train(settings: dict[str, Any] | None = None, *, config_file: str | Path | N
         "method": cfg.method,
         "dataset": dataset.sizes(),
         "config": cfg.to_dict(),
+        "delta_t": {"iterations": cfg.delta_t, "source": delta_t_source},
         "best_epoch": result.best_epoch,
         "epochs_run": trainer.global_epoch,
         "valid": result.best_valid,
