@@ -4,6 +4,8 @@ The command line prints ``DslrecError`` as a single line (no traceback); the
 message names the problem and what to do about it.
 """
 
+import warnings
+
 
 class DslrecError(Exception):
     """A problem with the user's input, files or options (not a bug in dslrec)."""
@@ -12,3 +14,24 @@ class DslrecError(Exception):
 def fail(message: str) -> "DslrecError":
     """Build a DslrecError; ``raise fail(...)`` reads naturally at call sites."""
     return DslrecError(message)
+
+
+class DslrecWarning(UserWarning):
+    """Something the user should know about their data or run, that does not stop it."""
+
+
+def warn(message: str) -> None:
+    """Issue a DslrecWarning: a standard Python warning, printed as one line ``dslrec: warning: ...``."""
+    warnings.warn(message, DslrecWarning, stacklevel=2)
+
+
+_default_format = warnings.formatwarning
+
+
+def _format(message, category, filename, lineno, line=None) -> str:
+    if issubclass(category, DslrecWarning):
+        return f"dslrec: warning: {message}\n"
+    return _default_format(message, category, filename, lineno, line)
+
+
+warnings.formatwarning = _format

@@ -99,7 +99,7 @@ class Trainer:
     """Runs the phases of one run and keeps its run directory up to date."""
 
     def __init__(self, cfg: RunConfig, dataset, model, run_dir: Path, *, progress: bool = True,
-                 sampler, evaluator, budget):
+                 sampler, evaluator, budget, reference: float | None = None):
         self.cfg = cfg
         self.dataset = dataset
         self.model = model
@@ -109,6 +109,8 @@ class Trainer:
         self.epoch_batches = sampler  # (dataset, kind, batch_size, rng, **kw) -> iterator of batches
         self.evaluate = evaluator  # (model, split) -> metrics dict
         self.budget = budget  # tracks active-weight counts over the run
+        # validation metric of ranking by popularity: early stopping waits until the model beats it
+        self.reference = reference
         self.spread = BudgetSpread(dataset)
         self.records: list[dict] = []
         self.global_epoch = 0
@@ -134,7 +136,9 @@ class Trainer:
         engine = phase.make_engine(model, optimizer, total_steps) if phase.make_engine else None
         schedule = make_lr_schedule(cfg, optimizer, total_steps)
         start_epoch, best_metric, best_epoch, bad_evals = 0, -math.inf, None, 0
-        first_metric = None  # the phase's first eligible validation value: patience counts only past it
+        # the phase's first eligible validation value; patience counts only once the best value is past
+        # it and past the popularity reference
+        first_metric = None
         best_valid: dict[str, float] = {}
         best_state = None
         if resume is not None:
@@ -186,9 +190,7 @@ class Trainer:
                     best_state = clone_state(model)
                     rundir.save_weights(self.run_dir / rundir.BEST, best_state)
                     save_masks(self.run_dir, engine)
-                elif eligible and best_metric > first_metric:
-                    # only a model that has improved once can stop: one that has not started to
-                    # learn yet (a small lr, a sparse start) is given its epochs
+                elif eligible and self.learning(best_metric, first_metric):
                     bad_evals += 1
                 self.say(f"epoch {self.global_epoch:4d} [{phase.name}] loss {loss:.4f}  "
                          f"{cfg.metric} {value:.4f}  ({train_s:.1f}s)")
@@ -211,6 +213,12 @@ class Trainer:
                 self.say(f"early stop: no {cfg.metric} improvement in {cfg.patience} evaluations")
                 break
         return PhaseResult(best_state, best_epoch, best_valid, engine)
+
+    def learning(self, best: float, first: float) -> bool:
+        """Whether the model has started to learn: its best validation value is above its first and
+        above ranking by popularity. Until then early stopping never fires: a model that has not
+        started (a small lr on small data, a sparse start) is given its epochs."""
+        return best > first and (self.reference is None or best > self.reference)
 
     def train_epoch(self, phase: int, epoch: int, optimizer, schedule, engine) -> float:
         cfg, model = self.cfg, self.model

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from dslrec import __version__
-from dslrec.errors import DslrecError
+from dslrec.errors import DslrecError, warn
 from dslrec.training import rundir
 from dslrec.training.budget import Budget
 from dslrec.training.config import RunConfig, read_config_file, resolve, resolve_delta_t
@@ -83,6 +83,17 @@ def make_evaluator(cfg: RunConfig, dataset):
     return run
 
 
+def popularity_metrics(cfg: RunConfig, dataset) -> dict[str, dict[str, float]]:
+    """Validation and test metrics of ranking by training popularity, the reference a model must beat."""
+    from dslrec.evaluate import evaluate
+    from dslrec.models.popularity import Popularity
+
+    scorer = Popularity.from_dataset(dataset).scorer()
+    return {split: {k: float(v) for k, v in evaluate(scorer, dataset, split=split, ks=tuple(cfg.ks),
+                                                     batch_size=cfg.eval_batch_size).items()}
+            for split in ("valid", "test")}
+
+
 def group_breakdown(dataset, split: str, users, ks) -> dict:
     """Test metrics per popularity group (10 user groups, 10 item groups; group 0 = least popular)."""
     from dslrec.evaluate.groups import item_group_metrics, item_groups, user_group_metrics, user_groups
@@ -142,8 +153,10 @@ def train(settings: dict[str, Any] | None = None, *, config_file: str | Path | N
     device = pick_device(cfg.device)
     model = models.build(cfg.model, dataset, **cfg.model_options).to(device)
     budget = Budget(model, cfg)
+    popular = popularity_metrics(cfg, dataset)
     trainer = Trainer(cfg, dataset, model, run_dir, progress=progress, sampler=epoch_batches,
-                      evaluator=make_evaluator(cfg, dataset), budget=budget)
+                      evaluator=make_evaluator(cfg, dataset), budget=budget,
+                      reference=popular["valid"].get(cfg.metric))
     delta_t_source = resolve_interval(cfg, trainer.steps_per_epoch)
     if cfg.method in ("dsl", "gmp"):
         trainer.say(f"delta_t = {cfg.delta_t} iterations ({delta_t_source})")
@@ -193,6 +206,7 @@ def train(settings: dict[str, Any] | None = None, *, config_file: str | Path | N
         "epochs_run": trainer.global_epoch,
         "valid": result.best_valid,
         "test": test,
+        "popularity": popular,
         "test_groups": group_breakdown(dataset, "test", test_users, cfg.ks),
         "params": budget.summary(result.engine),
         "time": {
@@ -208,5 +222,9 @@ def train(settings: dict[str, Any] | None = None, *, config_file: str | Path | N
     if device.type == "cuda":
         summary["peak_cuda_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     summary["cost"] = run_cost(model, dataset, cfg, run_dir, summary)
+    best, reference = (result.best_valid or {}).get(cfg.metric), popular["valid"].get(cfg.metric)
+    if best is not None and reference is not None and best <= reference:
+        warn(f"the model's best validation {cfg.metric} ({best:.4f}) does not beat ranking by popularity "
+             f"({reference:.4f}); train for more --epochs or raise --lr")
     rundir.write_json(run_dir / rundir.SUMMARY, summary)
     return summary

@@ -1,0 +1,176 @@
+"""Do the defaults work on data the settings were not tuned on? The README's defaults tables.
+
+    .venv/bin/python scripts/defaults_check.py --learn      # every backbone with only --model/--dataset
+    .venv/bin/python scripts/defaults_check.py --interval   # how the delta_t rule (delta_t_epochs) was picked
+    .venv/bin/python scripts/defaults_check.py --dsl        # DSL with the defaults against dense and static
+
+Every run is a plain ``dslrec.train`` run with only the settings shown (everything
+else is the default), on the datasets in ``../shared/data``; finished runs are
+kept in ``--out`` and not repeated. ``--interval`` uses training seeds 10, 11
+(apart from the seeds the other tables report) and reads validation recall
+only; the value with the best mean over datasets and densities is the default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+from sparse_accuracy import run_dir_of, run_one  # noqa: E402
+
+# small and mid-sized data in ../shared/data (ml-100k and citeulike-t are split 80/10/10 per user,
+# ml-1m keeps its own split with validation carved from training)
+DATASETS = ("ml-100k", "citeulike-t", "ml-1m")
+BACKBONES = ("mf", "lightgcn", "neumf", "multvae")
+# what the README's tuned runs got (Results), for the side-by-side
+TUNED = {("mf", "ml-1m"): 0.1994, ("lightgcn", "ml-1m"): 0.1930, ("neumf", "ml-1m"): 0.2099,
+         ("mf", "ml-100k"): 0.3384, ("lightgcn", "ml-100k"): 0.3677}
+INTERVAL_EPOCHS = (0.5, 1, 2, 4, 8)
+INTERVAL_SEEDS = (10, 11)
+SEEDS = (0, 1)
+
+
+def learn_grid() -> list[tuple[str, dict]]:
+    jobs = []
+    for backbone in BACKBONES:
+        for data in DATASETS:
+            if backbone == "lightgcn" and data == "ml-1m":
+                continue  # about 40 s an epoch on this CPU: out of reach of a default-epochs run here
+            jobs.append((f"learn/{backbone}/{data}/dense/seed0", dict(model=backbone, dataset=data, seed=0)))
+    return jobs
+
+
+def interval_grid() -> list[tuple[str, dict]]:
+    jobs = []
+    for data in DATASETS:
+        for seed in INTERVAL_SEEDS:
+            jobs.append((f"interval/mf/{data}/dense/seed{seed}", dict(model="mf", dataset=data, seed=seed)))
+            for density in (0.5, 0.2):
+                for e in INTERVAL_EPOCHS:
+                    jobs.append((f"interval/mf/{data}/dsl@{density} e{e}/seed{seed}",
+                                 dict(model="mf", dataset=data, method="dsl", density=density,
+                                      delta_t_epochs=float(e), seed=seed)))
+    return jobs
+
+
+def dsl_grid() -> list[tuple[str, dict]]:
+    jobs = []
+    for data in DATASETS:
+        for seed in SEEDS:
+            base = dict(model="mf", dataset=data, seed=seed)
+            jobs.append((f"dsl/mf/{data}/dense/seed{seed}", base))
+            for density in (0.5, 0.2):
+                jobs.append((f"dsl/mf/{data}/dsl@{density}/seed{seed}", dict(base, method="dsl", density=density)))
+                jobs.append((f"dsl/mf/{data}/static@{density}/seed{seed}",
+                             dict(base, method="static", density=density)))
+                jobs.append((f"dsl/mf/{data}/recommended@{density}/seed{seed}",
+                             dict(base, preset="recommended", density=density)))
+    return jobs
+
+
+def popularity(data: str) -> float:
+    """Test recall@20 of ranking by training popularity (the README's reference)."""
+    import dslrec.data
+    from dslrec.evaluate import evaluate
+    from dslrec.models.popularity import Popularity
+
+    ds = dslrec.data.load(data, progress=False)
+    return float(evaluate(Popularity.from_dataset(ds).scorer(), ds, split="test", ks=(20,))["recall@20"])
+
+
+def learn_table(results: dict) -> str:
+    lines = ["| backbone | data | default run: test recall@20 | best epoch / run | popularity | README tuned |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    pops = {d: popularity(d) for d in DATASETS}
+    for name, r in sorted(results.items()):
+        _, backbone, data, _, _ = name.split("/")
+        tuned = TUNED.get((backbone, data))
+        lines.append(f"| {backbone} | {data} | {r['test']['recall@20']:.4f} | {r['best_epoch']} / "
+                     f"{r.get('epochs_run', '?')} | {pops[data]:.4f} | {f'{tuned:.4f}' if tuned else '-'} |")
+    return "\n".join(lines)
+
+
+def interval_table(results: dict) -> str:
+    rel: dict[tuple[str, float, float], list[float]] = {}
+    for name, r in results.items():
+        _, _, data, label, seed = name.split("/")
+        if label == "dense":
+            continue
+        method, _, rest = label.partition("@")
+        density, _, e = rest.partition(" e")
+        dense = results.get(f"interval/mf/{data}/dense/{seed}")
+        if dense:
+            rel.setdefault((data, float(density), float(e)), []).append(
+                r["valid"]["recall@20"] / dense["valid"]["recall@20"])
+    cols = sorted({(d, den) for d, den, _ in rel})
+    lines = ["| delta_t_epochs | " + " | ".join(f"{d} @{den}" for d, den in cols) + " | mean |",
+             "| --- |" + " --- |" * (len(cols) + 1)]
+    for e in sorted({k[2] for k in rel}):
+        cells = [statistics.mean(rel[(d, den, e)]) if (d, den, e) in rel else None for d, den in cols]
+        known = [c for c in cells if c is not None]
+        lines.append(f"| {e:g} | " + " | ".join(f"{c:.1%}" if c is not None else "-" for c in cells)
+                     + f" | {statistics.mean(known):.1%} |")
+    return "\n".join(lines)
+
+
+def dsl_table(results: dict) -> str:
+    groups: dict[tuple[str, str], list[float]] = {}
+    for name, r in results.items():
+        _, _, data, label, _ = name.split("/")
+        groups.setdefault((data, label), []).append(r["test"]["recall@20"])
+    lines = ["| data | method | test recall@20 (mean of seeds) | % of dense |", "| --- | --- | --- | --- |"]
+    for (data, label), xs in sorted(groups.items()):
+        dense = groups.get((data, "dense"))
+        rel = f"{statistics.mean(xs) / statistics.mean(dense):.1%}" if dense else "-"
+        lines.append(f"| {data} | {label} | {statistics.mean(xs):.4f} ({len(xs)} seeds) | {rel} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--learn", action="store_true")
+    which.add_argument("--interval", action="store_true")
+    which.add_argument("--dsl", action="store_true")
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "defaults"))
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--only", help="regex on run names")
+    args = parser.parse_args()
+    os.environ.setdefault("DSLREC_DATA_DIR", str(REPO.parent / "shared" / "data"))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    kind = "learn" if args.learn else "interval" if args.interval else "dsl"
+    todo = {"learn": learn_grid, "interval": interval_grid, "dsl": dsl_grid}[kind]()
+    results_path = out / f"{kind}.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    jobs = [(n, s) for n, s in todo if n not in results and (not args.only or re.search(args.only, n))]
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=args.workers) as pool:
+        futures = [pool.submit(run_one, n, s, str(out)) for n, s in jobs]
+        for i, f in enumerate(as_completed(futures), 1):
+            name, r = f.result()
+            summary = json.loads((run_dir_of(out, name) / "summary.json").read_text())
+            r["epochs_run"] = summary["epochs_run"]
+            r["delta_t"] = summary.get("delta_t")
+            results[name] = r
+            results_path.write_text(json.dumps(results, indent=1))
+            print(f"[{i}/{len(jobs)}] {name}: valid {r['valid']['recall@20']:.4f} test {r['test']['recall@20']:.4f} "
+                  f"best epoch {r['best_epoch']}/{r['epochs_run']} ({r['time']['train_s']:.0f}s)", flush=True)
+    print({"learn": learn_table, "interval": interval_table, "dsl": dsl_table}[kind](results))
+    compute_s = sum(r["time"]["train_s"] for r in results.values())
+    print(f"\n{len(results)} runs, {compute_s / 60:.1f} min of training compute "
+          f"(this invocation {(time.perf_counter() - t0) / 60:.1f} min wall)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
