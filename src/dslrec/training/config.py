@@ -35,6 +35,8 @@ class RunConfig:
     split_seed: int = 0  # seed of random splits, apart from `seed` so seeds share one split
     min_rating: float | None = None
     k_core: int | None = None
+    columns: dict[str, str] | None = None  # CSV/TSV/.inter header name per role: user=uid,item=iid,rating=r,timestamp=ts
+    sep: str | None = None  # CSV/TSV field separator (default: from the extension, else detected)
     # optimisation
     epochs: int = 100
     batch_size: int = 2048
@@ -102,6 +104,10 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 
 def _coerce(key: str, value: Any, default: Any) -> Any:
     """Turn strings from the command line into the setting's type."""
+    if key in ("columns", "sep"):  # their own string forms (user=uid,item=iid; tab); see dslrec.data.readers
+        from dslrec.data.readers import parse_columns, parse_sep
+
+        return parse_columns(value) if key == "columns" else parse_sep(value)
     if isinstance(value, str) and not isinstance(default, str):
         try:
             value = yaml.safe_load(value)

@@ -36,7 +36,7 @@ def load_dataset(cfg: RunConfig, progress: bool = True):
     from dslrec import data
 
     kwargs = {"seed": cfg.split_seed, "progress": progress}
-    for key in ("split", "min_rating", "k_core"):
+    for key in ("split", "min_rating", "k_core", "columns", "sep"):
         if getattr(cfg, key) is not None:
             kwargs[key] = getattr(cfg, key)
     return data.load(cfg.dataset, **kwargs)
