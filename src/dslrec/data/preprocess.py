@@ -30,6 +30,8 @@ each, and every user keeps at least one training interaction.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from dslrec.data.dataset import SPLITS, Dataset, csr_from_pairs
@@ -76,6 +78,26 @@ def dedupe(log: InteractionLog) -> InteractionLog:
     if len(first) == n:
         return log
     return log.select(np.sort(perm[first]))
+
+
+def drop_seen_heldout(log: InteractionLog) -> tuple[InteractionLog, dict[str, int]]:
+    """Drop valid rows whose (user, item) is in train, and test rows whose pair is in train or valid.
+
+    Evaluation excludes the user's training (and, for test, validation) items
+    from the ranking, so such a held-out interaction could never be a hit and
+    would only lower the metrics. Returns the log and the count dropped per split.
+    """
+    pair = log.users * np.int64(log.n_items) + log.items
+    seen = pair[log.split == TRAIN]
+    drop = np.zeros(len(pair), dtype=bool)
+    counts = {}
+    for code, name in ((VALID, "valid"), (TEST, "test")):
+        rows = np.flatnonzero(log.split == code)
+        hit = rows[np.isin(pair[rows], seen)]
+        drop[hit] = True
+        counts[name] = len(hit)
+        seen = np.concatenate([seen, pair[rows]])  # test items are ranked without valid ones too
+    return (log.select(~drop) if drop.any() else log), counts
 
 
 def k_core(log: InteractionLog, k: int | tuple[int, int]) -> InteractionLog:
@@ -292,7 +314,21 @@ def prepare(
         log.split = None  # re-splitting pools the files' splits
     if min_rating is not None:
         log = filter_min_rating(log, min_rating)
+    n_read = len(log)
     log = dedupe(log)
+    if len(log) < n_read:
+        same = "user, item and split file" if log.split is not None else "user and item"
+        kept = "the latest by timestamp" if log.timestamps is not None else "the first"
+        warnings.warn(f"{n_read - len(log):,} duplicate interaction(s) (same {same}) dropped from "
+                      f"{log.source or name}; {kept} of each is kept", stacklevel=2)
+    if method == "given":
+        log, dropped = drop_seen_heldout(log)
+        for split_name, n in dropped.items():
+            if n:
+                where = "training" if split_name == "valid" else "training or validation"
+                warnings.warn(f"{n:,} {split_name} interaction(s) of {log.source or name} repeat a (user, item) "
+                              f"pair of the {where} data; they are dropped from the {split_name} split (items "
+                              "a user trained on are never ranked, so they could never be hits)", stacklevel=2)
     if k_core:
         log = k_core_filter(log, k_core)
     log = compact(log)
