@@ -214,9 +214,8 @@ def test_errors_for_unusable_splits():
     log = make_log(np.arange(10), np.arange(10))  # one interaction per user: nothing to hold out
     with pytest.raises(DslrecError, match="test split is empty"):
         prepare(log, split="ratio")
-    orphan = make_log([0, 0, 1], [0, 1, 1], split=[TRAIN, TEST, TEST])  # user 1 only in test
-    with pytest.raises(DslrecError, match=r"1 user\(s\) \(e\.g\. raw id u1\) have test interactions but no training"):
-        prepare(orphan)
+    orphan = make_log([0, 0, 1], [0, 1, 1], split=[TRAIN, TEST, TEST])  # user 1 only in test: a cold user
+    assert prepare(orphan, valid_ratio=0).cold_users("test").tolist() == [1]  # counted, not an error
     with pytest.raises(DslrecError, match="needs timestamps"):
         prepare(synth(), split="temporal")
     with pytest.raises(DslrecError, match="unknown split"):

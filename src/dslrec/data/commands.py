@@ -100,6 +100,10 @@ def _info(args: argparse.Namespace) -> int:
         table.append(["training users", "", f"{int(ds.train_users.sum()):,}", "users whose rows are trained on"])
     print()
     print(_table(table, right={1, 2}))
+    cold = [f"cold users ({sp}, no training): {n:,}" for sp, n in s["cold_users"].items() if n]
+    if cold:  # users the model cannot rank: left out of evaluation unless --cold-users popular
+        print()
+        print("\n".join(cold))
     return 0
 
 

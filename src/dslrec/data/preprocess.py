@@ -1,7 +1,13 @@
 """Filtering and splitting: ``InteractionLog`` -> ``Dataset`` (seeded, vectorised).
 
-Pipeline of :func:`prepare`: minimum rating -> de-duplication -> k-core ->
-drop users/items left without interactions -> split -> checks.
+Pipeline of :func:`prepare`: minimum rating -> de-duplication -> (files' own
+split) held-out pairs already in training dropped -> k-core -> drop
+users/items left without interactions -> split -> checks. Dropping
+duplicates or held-out pairs is reported by a one-line warning with the count.
+
+Users with valid/test items but no training items ("cold users", possible
+with the files' own split) are kept and counted (``Dataset.cold_users``);
+evaluation leaves them out or ranks them by popularity (``cold_users`` setting).
 
 Split methods (``split=``):
 
@@ -272,15 +278,7 @@ def check_evaluable(ds: Dataset, need_valid: bool) -> None:
     for split in ("train", "test"):
         if ds.split(split).nnz == 0:
             raise empty(split)
-    has_train = np.diff(ds.train.indptr) > 0
-    for split in ("valid", "test"):
-        orphans = np.flatnonzero((np.diff(ds.split(split).indptr) > 0) & ~has_train)
-        if len(orphans):
-            raise DslrecError(
-                f"dataset {ds.name!r}: {len(orphans)} user(s) (e.g. raw id {ds.user_ids[orphans[0]]}) have "
-                f"{split} interactions but no training interactions, so they cannot be ranked; "
-                "add training data for them or re-split with split='ratio'"
-            )
+    # users with valid/test items but no training ones are allowed: see Dataset.cold_users
     if need_valid and ds.valid.nnz == 0:
         raise empty("valid")
 

@@ -54,6 +54,7 @@ class RunConfig:
     patience: int = 10  # evaluations without improvement before stopping (0 = never stop)
     ks: list[int] = field(default_factory=lambda: [20])
     eval_batch_size: int = 1024
+    cold_users: str = "drop"  # users with valid/test items but no training ones: drop | popular (ranked by popularity)
     # sparse training (dslrec.sparse)
     method: str = "dense"
     density: float = 1.0
@@ -190,3 +191,5 @@ def validate(cfg: RunConfig) -> None:
           f"device must be auto, cpu or cuda[:N], got {cfg.device!r}")
     check(cfg.delta_t >= 1, f"delta_t must be at least 1, got {cfg.delta_t}")
     check(cfg.lth_rounds >= 1, f"lth_rounds must be at least 1, got {cfg.lth_rounds}")
+    check(cfg.cold_users in ("drop", "popular"),
+          f"unknown cold_users {cfg.cold_users!r}; choose drop (leave them out of evaluation) or popular")

@@ -63,7 +63,7 @@ def make_evaluator(cfg: RunConfig, dataset):
         with torch.no_grad():
             scorer = model.scorer()
             result = evaluate(scorer, dataset, split=split, ks=tuple(cfg.ks), batch_size=cfg.eval_batch_size,
-                              device=device, per_user=per_user)
+                              device=device, per_user=per_user, cold_users=cfg.cold_users)
             metrics, users = result if per_user else (result, None)
             metrics = {k: float(v) for k, v in metrics.items()}
             if split in negatives:
@@ -130,7 +130,7 @@ def train(settings: dict[str, Any] | None = None, *, config_file: str | Path | N
     np.random.seed(cfg.seed)
     if dataset is None:
         dataset = load_dataset(cfg, progress)
-    dataset.check_usable()
+    dataset.check_usable(cold_users=cfg.cold_users)
     device = pick_device(cfg.device)
     model = models.build(cfg.model, dataset, **cfg.model_options).to(device)
     rundir.write_config(run_dir, cfg.to_dict())
@@ -176,7 +176,7 @@ def train(settings: dict[str, Any] | None = None, *, config_file: str | Path | N
     summary = {
         "model": cfg.model,
         "method": cfg.method,
-        "dataset": dataset.sizes(),
+        "dataset": {**dataset.sizes(), "cold_users_policy": cfg.cold_users},
         "config": cfg.to_dict(),
         "best_epoch": result.best_epoch,
         "epochs_run": trainer.global_epoch,
