@@ -103,7 +103,7 @@ def ref_evaluate(s, d, split, ks):
     per_user = {}
     for u in range(d.n_users):
         targets = row_set(target, u)
-        if not targets:
+        if not targets or not row_set(d.train, u):  # cold users are left out (cold_users="drop")
             continue
         excluded = row_set(d.train, u) | (row_set(d.valid, u) if split == "test" else set())
         ranked = ref_ranked(s[u].tolist(), excluded, max(ks))

@@ -14,7 +14,7 @@ import numpy as np
 from dslrec.data import registry
 from dslrec.data.dataset import SPLITS, Dataset, csr_from_pairs
 from dslrec.data.preprocess import METHODS, prepare
-from dslrec.data.readers import FORMATS, InteractionLog, detect, read
+from dslrec.data.readers import FORMATS, InteractionLog, check_table_options, detect, read
 from dslrec.data.synthetic import synthetic_dataset, synthetic_log
 from dslrec.errors import DslrecError
 
@@ -30,13 +30,14 @@ def list_datasets() -> list[str]:
 
 
 def read_log(name_or_path: str | Path, *, fmt: str | None = None, columns: dict[str, str] | None = None,
-             download: bool = True, progress: bool = True) -> tuple[InteractionLog, str, str | None]:
+             sep: str | None = None, download: bool = True,
+             progress: bool = True) -> tuple[InteractionLog, str, str | None]:
     """(raw log, dataset name, default split) of a registry name or a path, before any preprocessing."""
     text = str(name_or_path)
     if text.lower() in registry.REGISTRY and not Path(text).exists():
         e = registry.entry(text)
         folder = registry.get(e, download_missing=download, progress=progress)
-        log = read(folder, e.format)
+        log = read(folder, e.format, columns, sep)
         registry.check_counts(e, log, folder)
         return log, e.name, e.split
     path = Path(text).expanduser()
@@ -44,7 +45,7 @@ def read_log(name_or_path: str | Path, *, fmt: str | None = None, columns: dict[
         raise DslrecError(
             f"no dataset {text!r}: not a known name ({', '.join(list_datasets())}) nor an existing path"
         )
-    log = read(path, fmt, columns)
+    log = read(path, fmt, columns, sep)
     p = path.resolve()
     if p.is_file():  # a file named by its role (users.dat, train.txt) is named after its folder
         name = p.parent.name if p.name in ("users.dat", "train.txt", "test.txt", "valid.txt") else p.stem
@@ -75,6 +76,7 @@ def load(
     columns: dict[str, str] | None = None,
     download: bool = True,
     progress: bool = True,
+    sep: str | None = None,
 ) -> Dataset:
     """Load a dataset by registry name, path or ``"synthetic"``, filtered and split.
 
@@ -83,15 +85,17 @@ def load(
     default (ratio 0.8/0.1/0.1); otherwise one of ``preprocess.METHODS``
     (``given``, ``ratio``, ``temporal``, ``loo``, ``users``); pre-split files
     are pooled and re-split. ``k_core`` (int or (user_k, item_k)) and
-    ``min_rating`` filter first. ``fmt``/``columns`` override format detection
-    and column names for paths. ``download=False`` never downloads.
+    ``min_rating`` filter first. ``fmt``/``columns``/``sep`` override format
+    detection, column names (role -> header name, e.g. ``{"user": "uid"}``)
+    and the CSV separator for paths. ``download=False`` never downloads.
     """
     if is_synthetic(name_or_path):
+        check_table_options("the synthetic dataset (generated)", "synthetic", columns, sep)
         if split in (None, "ratio", "random") and min_rating is None and not k_core:
             return synthetic_dataset(seed=seed, valid_ratio=valid_ratio, test_ratio=test_ratio)
         log, name, default = _synthetic_log(seed), "synthetic", "ratio"
     else:
-        log, name, default = read_log(name_or_path, fmt=fmt, columns=columns, download=download,
+        log, name, default = read_log(name_or_path, fmt=fmt, columns=columns, sep=sep, download=download,
                                       progress=progress)
     return prepare(
         log, name=name, split=split or default, seed=seed, min_rating=min_rating, k_core=k_core,

@@ -9,7 +9,7 @@ import numpy as np
 
 from dslrec.data import InteractionLog, is_synthetic, list_datasets, load, read_log, registry
 from dslrec.data.preprocess import METHODS, prepare
-from dslrec.data.readers import FORMATS, TEST, TRAIN, VALID
+from dslrec.data.readers import FORMATS, TEST, TRAIN, VALID, parse_columns, parse_sep
 
 
 def _table(rows: list[list[str]], right: set[int] = frozenset()) -> str:
@@ -54,12 +54,14 @@ def _item_id_note(item_ids: np.ndarray) -> str | None:
 def _info(args: argparse.Namespace) -> int:
     opts = dict(split=args.split, seed=args.seed, min_rating=args.min_rating, k_core=args.k_core,
                 valid_ratio=args.valid_ratio, test_ratio=args.test_ratio, fold_in=args.fold_in)
+    columns, sep = parse_columns(args.columns, "--columns"), parse_sep(args.sep, "--sep")
     if is_synthetic(args.dataset):  # exactly what load() gives, no files
-        ds = load("synthetic", **opts)
+        ds = load("synthetic", columns=columns, sep=sep, **opts)
         log = InteractionLog(users=np.zeros(0), items=np.zeros(0), user_ids=ds.user_ids,
                              item_ids=ds.item_ids, source="synthetic")
     else:
-        log, name, default = read_log(args.dataset, fmt=args.format, download=not args.no_download)
+        log, name, default = read_log(args.dataset, fmt=args.format, columns=columns, sep=sep,
+                                      download=not args.no_download)
         ds = prepare(log, name=name, **{**opts, "split": args.split or default})
     s = ds.sizes()
     users_in = {sp: int((np.diff(ds.split(sp).indptr) > 0).sum()) for sp in ("train", "valid", "test")}
@@ -98,6 +100,10 @@ def _info(args: argparse.Namespace) -> int:
         table.append(["training users", "", f"{int(ds.train_users.sum()):,}", "users whose rows are trained on"])
     print()
     print(_table(table, right={1, 2}))
+    cold = [f"cold users ({sp}, no training): {n:,}" for sp, n in s["cold_users"].items() if n]
+    if cold:  # users the model cannot rank: left out of evaluation unless --cold-users popular
+        print()
+        print("\n".join(cold))
     return 0
 
 
@@ -118,6 +124,9 @@ def _load_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-rating", type=float, default=None, help="keep interactions rated at least this")
     p.add_argument("--k-core", type=int, default=None, help="keep the k-core (users and items with >= k)")
     p.add_argument("--format", choices=FORMATS, default=None, help="file format of a path (default: detected)")
+    p.add_argument("--columns", default=None, metavar="ROLE=NAME,...",
+                   help="CSV/TSV/.inter header names, e.g. user=uid,item=iid,rating=r,timestamp=ts")
+    p.add_argument("--sep", default=None, help="CSV/TSV separator, e.g. ';' or tab (default: detected)")
     p.add_argument("--no-download", action="store_true", help="fail instead of downloading")
 
 

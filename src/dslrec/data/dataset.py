@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from dslrec.errors import DslrecError
+from dslrec.errors import DslrecError, warn
 
 SPLITS = ("train", "valid", "test")
+COLD_USERS = ("drop", "popular")  # what evaluation does with users who have no training items
 
 
 def csr_from_pairs(users: np.ndarray, items: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
@@ -83,6 +84,16 @@ class Dataset:
             has_items &= self.train_users
         return np.flatnonzero(has_items)
 
+    def cold_users(self, split: str) -> np.ndarray:
+        """Users with items in ``split`` (valid or test) but no training items; they cannot be ranked
+        from a trained model (evaluation drops them or ranks them by popularity)."""
+        held = np.diff(self.split(split).indptr) > 0
+        return np.flatnonzero(held & (np.diff(self.train.indptr) == 0))
+
+    def cold_counts(self) -> dict[str, int]:
+        """Number of cold users (``cold_users``) in valid and in test."""
+        return {s: len(self.cold_users(s)) for s in ("valid", "test")}
+
     def item_popularity(self) -> np.ndarray:
         """Training interactions per item."""
         return np.asarray(self.train.sum(axis=0)).ravel()
@@ -104,13 +115,39 @@ class Dataset:
             "interactions": total,
             "density": total / cells,
             "protocol": self.protocol,
+            "cold_users": self.cold_counts(),
         }
 
-    def check_usable(self, needs=("train", "valid", "test")) -> None:
-        """Clear errors for splits that would make training or evaluation meaningless."""
+    def check_usable(self, needs=("train", "valid", "test"), cold_users: str = "drop") -> None:
+        """Clear errors for splits that would make training or evaluation meaningless.
+
+        Cold users (``cold_users(split)``) are reported by a one-line warning;
+        with ``cold_users="drop"`` a split whose every user is cold is an error.
+        """
         for name in needs:
             if getattr(self, name).nnz == 0:
                 raise DslrecError(
                     f"dataset {self.name!r}: the {name} split is empty; "
                     "check the input files or choose a different split ratio"
                 )
+        if cold_users not in COLD_USERS:
+            raise DslrecError(f"unknown cold_users {cold_users!r}; choose one of {', '.join(COLD_USERS)}")
+        held = [s for s in ("valid", "test") if s in needs]
+        cold = {s: self.cold_users(s) for s in held}
+        n = len(np.unique(np.concatenate([cold[s] for s in held]))) if held else 0
+        if n == 0:
+            return
+        where = "/".join(s for s in ("test", "valid") if s in cold and len(cold[s]))
+        counts = f" ({', '.join(f'{s} {len(cold[s]):,}' for s in held)})" if "/" in where else ""
+        if cold_users == "drop":
+            for s in held:
+                if len(cold[s]) and len(cold[s]) == int((np.diff(self.split(s).indptr) > 0).sum()):
+                    raise DslrecError(
+                        f"dataset {self.name!r}: every user with {s} interactions ({len(cold[s]):,}) has no "
+                        f"training interactions, so none can be evaluated; use --cold-users popular or give "
+                        "them training data"
+                    )
+            what = "they are left out of evaluation (--cold-users popular ranks them by popularity)"
+        else:
+            what = "they are ranked by item popularity (--cold-users popular)"
+        warn(f"{n:,} users have {where} interactions but no training interactions{counts}; {what}")

@@ -1,7 +1,13 @@
 """Filtering and splitting: ``InteractionLog`` -> ``Dataset`` (seeded, vectorised).
 
-Pipeline of :func:`prepare`: minimum rating -> de-duplication -> k-core ->
-drop users/items left without interactions -> split -> checks.
+Pipeline of :func:`prepare`: minimum rating -> de-duplication -> (files' own
+split) held-out pairs already in training dropped -> k-core -> drop
+users/items left without interactions -> split -> checks. Dropping
+duplicates or held-out pairs is reported by a one-line warning with the count.
+
+Users with valid/test items but no training items ("cold users", possible
+with the files' own split) are kept and counted (``Dataset.cold_users``);
+evaluation leaves them out or ranks them by popularity (``cold_users`` setting).
 
 Split methods (``split=``):
 
@@ -30,11 +36,12 @@ each, and every user keeps at least one training interaction.
 
 from __future__ import annotations
 
+
 import numpy as np
 
 from dslrec.data.dataset import SPLITS, Dataset, csr_from_pairs
 from dslrec.data.readers import TEST, TRAIN, VALID, InteractionLog
-from dslrec.errors import DslrecError
+from dslrec.errors import DslrecError, warn
 
 METHODS = ("given", "ratio", "temporal", "loo", "users")
 _ALIASES = {"fixed": "given", "random": "ratio", "leave-one-out": "loo", "strong": "users"}
@@ -76,6 +83,26 @@ def dedupe(log: InteractionLog) -> InteractionLog:
     if len(first) == n:
         return log
     return log.select(np.sort(perm[first]))
+
+
+def drop_seen_heldout(log: InteractionLog) -> tuple[InteractionLog, dict[str, int]]:
+    """Drop valid rows whose (user, item) is in train, and test rows whose pair is in train or valid.
+
+    Evaluation excludes the user's training (and, for test, validation) items
+    from the ranking, so such a held-out interaction could never be a hit and
+    would only lower the metrics. Returns the log and the count dropped per split.
+    """
+    pair = log.users * np.int64(log.n_items) + log.items
+    seen = pair[log.split == TRAIN]
+    drop = np.zeros(len(pair), dtype=bool)
+    counts = {}
+    for code, name in ((VALID, "valid"), (TEST, "test")):
+        rows = np.flatnonzero(log.split == code)
+        hit = rows[np.isin(pair[rows], seen)]
+        drop[hit] = True
+        counts[name] = len(hit)
+        seen = np.concatenate([seen, pair[rows]])  # test items are ranked without valid ones too
+    return (log.select(~drop) if drop.any() else log), counts
 
 
 def k_core(log: InteractionLog, k: int | tuple[int, int]) -> InteractionLog:
@@ -250,15 +277,7 @@ def check_evaluable(ds: Dataset, need_valid: bool) -> None:
     for split in ("train", "test"):
         if ds.split(split).nnz == 0:
             raise empty(split)
-    has_train = np.diff(ds.train.indptr) > 0
-    for split in ("valid", "test"):
-        orphans = np.flatnonzero((np.diff(ds.split(split).indptr) > 0) & ~has_train)
-        if len(orphans):
-            raise DslrecError(
-                f"dataset {ds.name!r}: {len(orphans)} user(s) (e.g. raw id {ds.user_ids[orphans[0]]}) have "
-                f"{split} interactions but no training interactions, so they cannot be ranked; "
-                "add training data for them or re-split with split='ratio'"
-            )
+    # users with valid/test items but no training ones are allowed: see Dataset.cold_users
     if need_valid and ds.valid.nnz == 0:
         raise empty("valid")
 
@@ -292,7 +311,21 @@ def prepare(
         log.split = None  # re-splitting pools the files' splits
     if min_rating is not None:
         log = filter_min_rating(log, min_rating)
+    n_read = len(log)
     log = dedupe(log)
+    if len(log) < n_read:
+        same = "user, item and split file" if log.split is not None else "user and item"
+        kept = "the latest by timestamp" if log.timestamps is not None else "the first"
+        warn(f"{n_read - len(log):,} duplicate interaction(s) (same {same}) dropped from "
+                      f"{log.source or name}; {kept} of each is kept")
+    if method == "given":
+        log, dropped = drop_seen_heldout(log)
+        for split_name, n in dropped.items():
+            if n:
+                where = "training" if split_name == "valid" else "training or validation"
+                warn(f"{n:,} {split_name} interaction(s) of {log.source or name} repeat a (user, item) "
+                              f"pair of the {where} data; they are dropped from the {split_name} split (items "
+                              "a user trained on are never ranked, so they could never be hits)")
     if k_core:
         log = k_core_filter(log, k_core)
     log = compact(log)

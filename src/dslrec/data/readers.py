@@ -269,6 +269,15 @@ def read_citeulike(path: str | Path) -> InteractionLog:
 # ---------------------------------------------------------------- tabular formats
 
 
+def _sep_hint(header: list[str]) -> str:
+    """When the header is one column holding another separator, the suggestion to pass it."""
+    if len(header) == 1:
+        other = next((c for c in ";|\t," if c in header[0]), None)
+        if other is not None:
+            return f"; the header holds {other!r}: is that the separator? pass --sep {other!r}"
+    return ""
+
+
 def _resolve_columns(path: Path, header: list[str], columns: dict[str, str] | None) -> dict[str, str]:
     """Map roles (user, item, rating, timestamp) to header names present in the file."""
     given = dict(columns or {})
@@ -282,7 +291,7 @@ def _resolve_columns(path: Path, header: list[str], columns: dict[str, str] | No
             if given[role] not in header:
                 raise DslrecError(
                     f"{path}: no column {given[role]!r} (for {role}) in the header; "
-                    f"columns are: {', '.join(header)}"
+                    f"columns are: {', '.join(header)}{_sep_hint(header)}"
                 )
             found[role] = given[role]
         else:
@@ -293,7 +302,8 @@ def _resolve_columns(path: Path, header: list[str], columns: dict[str, str] | No
         if role not in found:
             raise DslrecError(
                 f"{path}: no {role} column in the header ({', '.join(header)}); name it "
-                f"{COLUMN_ALIASES[role][0]!r} (or, from Python, map it: dslrec.data.load(path, columns={{'{role}': NAME}}))"
+                f"{COLUMN_ALIASES[role][0]!r} or map it: --columns {role}=NAME "
+                f"(Python: dslrec.data.load(path, columns={{'{role}': NAME}})){_sep_hint(header)}"
             )
     return found
 
@@ -456,8 +466,13 @@ def detect(path: str | Path) -> tuple[str, Path]:
     return "csv", path
 
 
-def read(path: str | Path, fmt: str | None = None, columns: dict[str, str] | None = None) -> InteractionLog:
-    """Read a dataset folder or file, detecting its format unless ``fmt`` is given."""
+def read(path: str | Path, fmt: str | None = None, columns: dict[str, str] | None = None,
+         sep: str | None = None) -> InteractionLog:
+    """Read a dataset folder or file, detecting its format unless ``fmt`` is given.
+
+    ``columns`` (role -> header name) applies to CSV/TSV and ``.inter`` files,
+    ``sep`` (default: from the extension, else sniffed) to CSV/TSV files.
+    """
     path = Path(path)
     if fmt is None:
         fmt, path = detect(path)
@@ -465,6 +480,7 @@ def read(path: str | Path, fmt: str | None = None, columns: dict[str, str] | Non
         raise DslrecError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     elif fmt == "lightgcn" and path.is_file():
         path = path.parent
+    check_table_options(f"{path} ({fmt} format)", fmt, columns, sep)
     if fmt == "lightgcn":
         return read_lightgcn(path)
     if fmt == "lines":
@@ -475,4 +491,57 @@ def read(path: str | Path, fmt: str | None = None, columns: dict[str, str] | Non
         path = detect(path)[1]
     if fmt == "inter":
         return read_inter(path, columns)
-    return read_csv(path, columns)
+    return read_csv(path, columns, sep)
+
+
+# ---------------------------------------------------------------- column and separator settings
+
+_SEP_NAMES = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|", "space": " "}
+
+
+def parse_columns(value, setting: str = "setting columns") -> dict[str, str] | None:
+    """Column names per role from a mapping or ``"user=uid,item=iid,..."``; None stays None.
+
+    Roles are those of ``COLUMN_ALIASES``; a bad form or role is a one-line error naming ``setting``.
+    """
+    if value is None or value == "" or value == {}:
+        return None
+    example = "user=uid,item=iid,rating=r,timestamp=ts"
+    if isinstance(value, str):
+        pairs = {}
+        for part in (p.strip() for p in value.split(",")):
+            role, eq, name = part.partition("=")
+            if not eq or not role.strip() or not name.strip():
+                raise DslrecError(f"{setting}: {part!r} is not ROLE=COLUMN; write e.g. {example}")
+            if role.strip() in pairs:
+                raise DslrecError(f"{setting}: role {role.strip()!r} is given twice in {value!r}")
+            pairs[role.strip()] = name.strip()
+        value = pairs
+    if not isinstance(value, dict) or not all(isinstance(v, str) and v for v in value.values()):
+        raise DslrecError(f"{setting} must map roles to column names, e.g. {example}; got {value!r}")
+    unknown = sorted(set(map(str, value)) - set(COLUMN_ALIASES))
+    if unknown:
+        raise DslrecError(f"{setting}: unknown column role(s) {unknown}; use {', '.join(COLUMN_ALIASES)}")
+    return {str(k): v for k, v in value.items()}
+
+
+def parse_sep(value, setting: str = "setting sep") -> str | None:
+    """A one-character field separator; ``tab``/``\\t``, ``comma``, ``semicolon``, ``pipe``, ``space`` by name."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise DslrecError(f"{setting} must be one character such as ';' or tab, got {value!r}")
+    value = _SEP_NAMES.get(value.lower() if len(value) > 1 else value, value)
+    if len(value) != 1 or value in "\"\r\n":
+        raise DslrecError(f"{setting} must be one character such as ';', ',', '|' or tab "
+                          f"(names: {', '.join(_SEP_NAMES)}), got {value!r}")
+    return value
+
+
+def check_table_options(what: str, fmt: str, columns, sep) -> None:
+    """``columns``/``sep`` only mean something for CSV/TSV (and ``columns`` for .inter) files."""
+    if columns and fmt not in ("csv", "inter"):
+        raise DslrecError(f"columns apply to CSV/TSV and .inter files, but {what} has none; drop --columns")
+    if sep is not None and fmt != "csv":
+        kind = "is tab separated by definition" if fmt == "inter" else "has no separator setting"
+        raise DslrecError(f"sep applies to CSV/TSV files, but {what} {kind}; drop --sep")

@@ -18,6 +18,12 @@ the K indices, then a stable descending sort by value). Rows with a tie across
 the cut, a NaN or a -inf among those values (rare with real-valued scores) are
 rescored and redone exactly: everything above the cut value, plus the
 lowest-indexed items equal to it until K are taken.
+
+Cold users (items in the target split but none in training, see
+``Dataset.cold_users``) are left out (``cold_users="drop"``, the default) or
+ranked by training item popularity instead of the model's scores
+(``cold_users="popular"``; same exclusions and tie rule), so that their
+hits count.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from dslrec.data.dataset import Dataset
+from dslrec.data.dataset import COLD_USERS, Dataset
 from dslrec.data.sampling import csr_rows
 from dslrec.errors import DslrecError
 from dslrec.evaluate.metrics import METRICS, check_ks, check_metrics, metric_key, rank_metrics
@@ -80,18 +86,44 @@ def exclusion_splits(dataset: Dataset, split: str) -> list:
     raise DslrecError(f"cannot evaluate on split {split!r}; choose valid or test")
 
 
-def eval_users(dataset: Dataset, split: str, users: np.ndarray | None = None) -> np.ndarray:
-    """Users (of ``users``, default all) with at least one item in ``split``."""
+def eval_users(dataset: Dataset, split: str, users: np.ndarray | None = None,
+               cold_users: str = "drop") -> np.ndarray:
+    """Users (of ``users``, default all) with at least one item in ``split``; with
+    ``cold_users="drop"`` only those that also have training items."""
+    if cold_users not in COLD_USERS:
+        raise DslrecError(f"unknown cold_users {cold_users!r}; choose one of {', '.join(COLD_USERS)}")
     n_target = np.diff(dataset.split(split).indptr)
+    wanted = n_target > 0
+    if cold_users == "drop":
+        wanted &= np.diff(dataset.train.indptr) > 0
     if users is None:
-        return np.flatnonzero(n_target > 0)
+        return np.flatnonzero(wanted)
     users = np.asarray(users, dtype=np.int64).reshape(-1)
     if users.size and (users.min() < 0 or users.max() >= len(n_target)):
         raise DslrecError(
             f"user indices must lie in 0..{len(n_target) - 1} for dataset {dataset.name!r}; "
             f"got {int(users.min())}..{int(users.max())}"
         )
-    return users[n_target[users] > 0]
+    return users[wanted[users]]
+
+
+def popular_for_cold(scorer: Scorer, dataset: Dataset, device) -> Scorer:
+    """``scorer`` with the rows of users without training items replaced by item popularity."""
+    cold_np = np.diff(dataset.train.indptr) == 0
+    if not cold_np.any():
+        return scorer
+    cold = torch.from_numpy(cold_np).to(device)
+    popularity = torch.from_numpy(dataset.item_popularity().astype(np.float32)).to(device)
+
+    def score(users: torch.Tensor) -> torch.Tensor:
+        scores = scorer(users)
+        rows = cold[users.to(cold.device)]
+        if not bool(rows.any()):
+            return scores
+        scores = scores if scores.is_floating_point() else scores.float()
+        return torch.where(rows.to(scores.device)[:, None], popularity.to(scores)[None, :], scores)
+
+    return score
 
 
 def own_scores(scores: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
@@ -232,6 +264,7 @@ def rank_users(
     batch_size: int | None = None,
     device: str | torch.device = "cpu",
     users: np.ndarray | None = None,
+    cold_users: str = "drop",
 ) -> UserMetrics:
     """Per-user full-ranking metrics; see ``evaluate``."""
     batch_size = batch_size or default_batch_size(device, dataset.n_items)
@@ -241,12 +274,20 @@ def rank_users(
     metrics = check_metrics(metrics)
     splits = exclusion_splits(dataset, split)
     target = dataset.split(split)
-    users = eval_users(dataset, split, users)
+    users = eval_users(dataset, split, users, cold_users)
     if len(users) == 0:
+        n_cold = len(dataset.cold_users(split))
+        if n_cold:
+            raise DslrecError(
+                f"dataset {dataset.name!r}: every user with items in the {split} split ({n_cold:,}) has no "
+                "training items, so there is nothing to evaluate; use cold_users='popular' (--cold-users popular)"
+            )
         raise DslrecError(
             f"dataset {dataset.name!r}: no user has items in the {split} split, so there is "
             "nothing to evaluate; use a split with held-out items (e.g. a non-zero valid ratio)"
         )
+    if cold_users == "popular":
+        scorer = popular_for_cold(scorer, dataset, device)
     n_items = dataset.n_items
     max_k = max(ks)
     n_target_all = np.diff(target.indptr)
@@ -289,6 +330,7 @@ def evaluate(
     device: str | torch.device = "cpu",
     users: np.ndarray | None = None,
     per_user: bool = False,
+    cold_users: str = "drop",
 ):
     """Full-ranking metrics on ``split`` ("valid" or "test"), averaged over users.
 
@@ -301,7 +343,9 @@ def evaluate(
     256 MiB block of scores on CPU, 2 GiB on accelerators).
     Works for every protocol: under ``"users"`` the held-out users' fold-in
     rows live in ``train`` and are excluded like any training items.
+    ``cold_users``: users with items in ``split`` but none in training are
+    left out (``"drop"``) or ranked by training item popularity (``"popular"``).
     """
-    result = rank_users(scorer, dataset, split, ks, metrics, batch_size, device, users)
+    result = rank_users(scorer, dataset, split, ks, metrics, batch_size, device, users, cold_users)
     summary = result.summary()
     return (summary, result) if per_user else summary

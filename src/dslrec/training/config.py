@@ -43,6 +43,8 @@ class RunConfig(SparseSettings):
     split_seed: int = 0  # seed of random splits, apart from `seed` so seeds share one split
     min_rating: float | None = None
     k_core: int | None = None
+    columns: dict[str, str] | None = None  # CSV/TSV/.inter header name per role: user=uid,item=iid,rating=r,timestamp=ts
+    sep: str | None = None  # CSV/TSV field separator (default: from the extension, else detected)
     # optimisation
     epochs: int = 100
     batch_size: int = 2048
@@ -63,6 +65,7 @@ class RunConfig(SparseSettings):
     patience: int = 10
     ks: list[int] = field(default_factory=lambda: [20])
     eval_batch_size: int = 1024
+    cold_users: str = "drop"  # users with valid/test items but no training ones: drop | popular (ranked by popularity)
     # sparse training: the method, and the run's defaults for two settings of dslrec.sparse
     method: str = "dense"
     density: float = 1.0
@@ -128,6 +131,10 @@ def _coerce(key: str, value: Any) -> Any:
     declared = _FIELD_TYPES[key]
     optional = "None" in declared
     kind = declared.split("|")[0].strip()
+    if key in ("columns", "sep"):  # their own string forms (user=uid,item=iid; tab); see dslrec.data.readers
+        from dslrec.data.readers import parse_columns, parse_sep
+
+        return parse_columns(value) if key == "columns" else parse_sep(value)
     if isinstance(value, str) and kind != "str":
         try:
             value = yaml.safe_load(value)
@@ -233,4 +240,6 @@ def validate(cfg: RunConfig) -> None:
     check(cfg.delta_t is None or cfg.delta_t >= 1, f"delta_t must be at least 1, got {cfg.delta_t}")
     check(cfg.delta_t_epochs > 0, f"delta_t_epochs must be positive, got {cfg.delta_t_epochs}")
     check(cfg.lth_rounds >= 1, f"lth_rounds must be at least 1, got {cfg.lth_rounds}")
+    check(cfg.cold_users in ("drop", "popular"),
+          f"unknown cold_users {cfg.cold_users!r}; choose drop (leave them out of evaluation) or popular")
     cfg.check_sparse()

@@ -36,7 +36,7 @@ def load_dataset(cfg: RunConfig, progress: bool = True):
     from dslrec import data
 
     kwargs = {"seed": cfg.split_seed, "progress": progress}
-    for key in ("split", "min_rating", "k_core"):
+    for key in ("split", "min_rating", "k_core", "columns", "sep"):
         if getattr(cfg, key) is not None:
             kwargs[key] = getattr(cfg, key)
     return data.load(cfg.dataset, **kwargs)
@@ -71,7 +71,7 @@ def make_evaluator(cfg: RunConfig, dataset):
         with torch.no_grad():
             scorer = model.scorer()
             result = evaluate(scorer, dataset, split=split, ks=tuple(cfg.ks), batch_size=cfg.eval_batch_size,
-                              device=device, per_user=per_user)
+                              device=device, per_user=per_user, cold_users=cfg.cold_users)
             metrics, users = result if per_user else (result, None)
             metrics = {k: float(v) for k, v in metrics.items()}
             if split in negatives:
@@ -149,7 +149,7 @@ def train(settings: dict[str, Any] | None = None, *, config_file: str | Path | N
     np.random.seed(cfg.seed)
     if dataset is None:
         dataset = load_dataset(cfg, progress)
-    dataset.check_usable()
+    dataset.check_usable(cold_users=cfg.cold_users)
     device = pick_device(cfg.device)
     model = models.build(cfg.model, dataset, **cfg.model_options).to(device)
     budget = Budget(model, cfg)
@@ -199,7 +199,7 @@ def train(settings: dict[str, Any] | None = None, *, config_file: str | Path | N
     summary = {
         "model": cfg.model,
         "method": cfg.method,
-        "dataset": dataset.sizes(),
+        "dataset": {**dataset.sizes(), "cold_users_policy": cfg.cold_users},
         "config": cfg.to_dict(),
         "delta_t": {"iterations": cfg.delta_t, "source": delta_t_source},
         "best_epoch": result.best_epoch,
