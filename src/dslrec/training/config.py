@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,7 +110,12 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
         except yaml.YAMLError:
             pass
     if key == "ks" and isinstance(value, (int, str)):
-        value = [int(v) for v in str(value).split(",")]
+        try:
+            value = [int(v) for v in str(value).split(",")]
+        except ValueError:
+            raise DslrecError(f"setting ks must be comma-separated integers like 10,20, got {value!r}") from None
+    if key == "ks" and not (isinstance(value, list) and all(type(v) is int for v in value)):
+        raise DslrecError(f"setting ks must be a list of integers like [10, 20] (or 10,20), got {value!r}")
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise DslrecError(f"setting {key} must be true or false, got {value!r}")
@@ -121,6 +128,21 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise DslrecError(f"setting {key} must be a number, got {value!r}")
         value = float(value)
+    return value
+
+
+def _model_option(model: str, key: str, value: Any, default: Any) -> Any:
+    """A backbone option from the command line or a file, of the type of its default."""
+    if isinstance(default, (bool, int, float)):
+        return _coerce(key, value, default)  # names the option when the type is wrong
+    if isinstance(value, str) and not isinstance(default, str):
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise DslrecError(f"option {key} of model {model!r}: {value!r} is not a valid value "
+                              f"(default {default!r}); pass it like --{key} {default!r}") from None
+    if isinstance(default, list) and not isinstance(value, list):
+        raise DslrecError(f"option {key} of model {model!r} must be a list like {default}, got {value!r}")
     return value
 
 
@@ -141,6 +163,8 @@ def resolve(settings: dict[str, Any], paper_settings, model_kwargs) -> RunConfig
         merged.pop("density", None)
     merged.update(settings)
     valid_model_keys = set(model_kwargs(model))
+    model_defaults = model_kwargs(model)  # option -> default (a plain list of names has no defaults)
+    model_defaults = model_defaults if isinstance(model_defaults, dict) else {}
     base = RunConfig()
     run: dict[str, Any] = {}
     options: dict[str, Any] = {}
@@ -148,7 +172,7 @@ def resolve(settings: dict[str, Any], paper_settings, model_kwargs) -> RunConfig
         if key in RUN_KEYS:
             run[key] = _coerce(key, value, getattr(base, key))
         elif key in valid_model_keys:
-            options[key] = yaml.safe_load(value) if isinstance(value, str) else value
+            options[key] = _model_option(model, key, value, model_defaults.get(key))
         else:
             valid = ", ".join(sorted(RUN_KEYS | valid_model_keys))
             raise DslrecError(f"unknown setting {key!r} for model {model!r}; valid settings: {valid}")
@@ -184,3 +208,36 @@ def validate(cfg: RunConfig) -> None:
           f"device must be auto, cpu or cuda[:N], got {cfg.device!r}")
     check(cfg.delta_t >= 1, f"delta_t must be at least 1, got {cfg.delta_t}")
     check(cfg.lth_rounds >= 1, f"lth_rounds must be at least 1, got {cfg.lth_rounds}")
+    # checked here rather than deep in numpy/torch, so that the message names the setting
+    for key in ("seed", "split_seed"):
+        value = getattr(cfg, key)
+        check(0 <= value < 2**32, f"{key} must be an integer from 0 to 2**32 - 1, got {value}")
+    check(cfg.weight_decay >= 0, f"weight_decay must be >= 0, got {cfg.weight_decay}")
+    check(0 <= cfg.momentum < 1, f"momentum must be in [0, 1), got {cfg.momentum}")
+    check(cfg.n_neg >= 1, f"n_neg must be at least 1, got {cfg.n_neg}")
+    check(cfg.eval_batch_size >= 1, f"eval_batch_size must be at least 1, got {cfg.eval_batch_size}")
+    check(int(k) >= 1, f"metric must cut off at k >= 1 like recall@20, got {cfg.metric!r}")
+    check(isinstance(cfg.dataset, str) and cfg.dataset != "",
+          f"dataset must be a registered name or a path, got {cfg.dataset!r}")
+    check(cfg.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", cfg.device) is not None,
+          f"device must be auto, cpu, cuda or cuda:N, got {cfg.device!r}")
+    optional = {  # settings whose default None means "not set": (check, what they must be)
+        "finetune_epochs": (lambda v: _is_int(v) and v >= 1, "an integer >= 1 (epochs of fine-tuning)"),
+        "lr_end": (lambda v: _is_number(v) and v >= 0, "a number >= 0 (final lr of the cosine schedule)"),
+        "min_rating": (_is_number, "a number"),
+        "k_core": (lambda v: (_is_int(v) and v >= 1) or (isinstance(v, list) and len(v) == 2
+                                                          and all(_is_int(x) and x >= 1 for x in v)),
+                   "an integer >= 1 or a [user_k, item_k] pair"),
+        "split": (lambda v: isinstance(v, str), "a split name like ratio, temporal or loo"),
+    }
+    for key, (ok, what) in optional.items():
+        value = getattr(cfg, key)
+        check(value is None or ok(value), f"{key} must be {what}, got {value!r}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
