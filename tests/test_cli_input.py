@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import stat
+from pathlib import Path
+
 import pytest
 
 from dslrec.cli import main
@@ -106,3 +110,88 @@ def test_cli_prints_dslrec_warnings_as_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err == f"dslrec: warning: {path} is not UTF-8; read it as latin-1 (ids stay distinct); " \
                   "re-save it as UTF-8 if raw ids must print correctly\n"
+
+
+# ---------------------------------------------------------------- output paths
+
+
+def test_train_out_under_a_regular_file_is_refused_before_writing(capsys, tmp_path):
+    blocker = tmp_path / "somefile"
+    blocker.write_text("keep me\n")
+    err = one_line_error(capsys, ["train", "--epochs", "1", "--out", str(blocker / "run")])
+    assert f"--out {blocker / 'run'}: {blocker} is a file, not a folder" in err
+    err = one_line_error(capsys, ["train", "--epochs", "1", "--out", str(blocker)])
+    assert f"--out {blocker} is an existing file, not a folder" in err
+    assert blocker.read_text() == "keep me\n" and sorted(p.name for p in tmp_path.iterdir()) == ["somefile"]
+
+
+def test_export_out_under_a_regular_file_or_on_a_folder_is_refused_before_reading(capsys, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("keep me\n")
+    # the run directory does not even exist: --out is checked first, while parsing
+    err = one_line_error(capsys, ["export", str(tmp_path / "run"), "--out", str(blocker / "under" / "m.dslrec")])
+    assert f"{blocker} is a file, not a folder" in err
+    err = one_line_error(capsys, ["export", str(tmp_path / "run"), "--out", str(tmp_path)])
+    assert f"--out {tmp_path} is a folder; pass a file path" in err
+    assert blocker.read_text() == "keep me\n"
+
+
+def test_out_in_a_folder_without_write_permission_is_refused(capsys, tmp_path, monkeypatch):
+    import dslrec.fileio as fileio
+
+    monkeypatch.setattr(fileio.os, "access", lambda path, mode: Path(path) != tmp_path)
+    err = one_line_error(capsys, ["train", "--epochs", "1", "--out", str(tmp_path / "a" / "run")])
+    assert f"no permission to write in {tmp_path}" in err
+
+
+@pytest.mark.parametrize("users", ["", " , ,"])
+def test_recommend_with_empty_users_is_an_error(capsys, tmp_path, users):
+    err = one_line_error(capsys, ["recommend", "--model", str(tmp_path / "m.dslrec"), "--users", users])
+    assert "--users is empty; pass raw user ids like 196,186" in err
+    assert capsys.readouterr().out == ""
+
+
+# ---------------------------------------------------------------- file modes
+
+
+@pytest.fixture
+def umask_027():
+    old = os.umask(0o027)
+    yield 0o640  # what a file created with open() gets under this umask
+    os.umask(old)
+
+
+def test_atomic_writes_get_the_mode_of_a_normal_file(tmp_path, umask_027):
+    from dslrec.training import rundir
+
+    normal = tmp_path / "normal.txt"
+    normal.write_text("x")
+    rundir.write_json(tmp_path / "summary.json", {"a": 1})
+    rundir.save_weights(tmp_path / "w.safetensors", {"w": __import__("torch").zeros(2)})
+    for name in ("summary.json", "w.safetensors"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == stat.S_IMODE(normal.stat().st_mode) == umask_027
+
+
+def test_downloaded_dataset_files_get_the_mode_of_a_normal_file(tmp_path, umask_027):
+    import hashlib
+
+    from dslrec.data import registry
+
+    src = tmp_path / "src.txt"
+    src.write_bytes(b"0 1 2\n1 2\n")
+    dest = tmp_path / "cache" / "ds" / "train.txt"
+    registry.download(src.as_uri(), dest, hashlib.sha256(src.read_bytes()).hexdigest(), 10, progress=False)
+    assert dest.read_bytes() == src.read_bytes()
+    assert stat.S_IMODE(dest.stat().st_mode) == umask_027
+    assert [p.name for p in dest.parent.iterdir()] == ["train.txt"]  # no temporary file left
+
+
+def test_mkstemp_makes_distinct_exclusive_files(tmp_path):
+    from dslrec import fileio
+
+    made = set()
+    for _ in range(20):
+        fd, name = fileio.mkstemp(dir=tmp_path, prefix=".x.", suffix=".tmp")
+        os.close(fd)
+        made.add(name)
+    assert len(made) == 20 and all(Path(n).parent == tmp_path and Path(n).name.startswith(".x.") for n in made)

@@ -51,10 +51,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if extra and not getattr(args, "extra_settings", False):
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
+        args, extra = parser.parse_known_args(argv)  # argument types may check paths (DslrecError)
+        if extra and not getattr(args, "extra_settings", False):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
         if getattr(args, "extra_settings", False):
             return int(args.func(args, extra) or 0)
         return int(args.func(args) or 0)

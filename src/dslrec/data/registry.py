@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from dslrec import fileio
 from dslrec.data.readers import TEST, InteractionLog, read
 from dslrec.errors import DslrecError
 
@@ -237,7 +237,7 @@ def download(url: str, dest: Path, sha256: str | None = None, size: int | None =
              progress: bool = True) -> None:
     """Stream ``url`` to ``dest`` atomically, checking size and sha256 before the rename."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    fd, tmp_name = fileio.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)  # 0666 & ~umask
     tmp = Path(tmp_name)
     try:
         h, n = hashlib.sha256(), 0

@@ -21,7 +21,7 @@ def register(sub) -> None:
     p.add_argument("--dataset", help="registered name (dslrec data list), a folder or a file; default synthetic")
     p.add_argument("--config", help="YAML/JSON file of settings (command-line settings override it)")
     p.add_argument("--epochs", type=int)
-    p.add_argument("--out", help="run directory (default runs/DATE-MODEL-METHOD-DATASET)")
+    p.add_argument("--out", type=_out_dir, help="run directory (default runs/DATE-MODEL-METHOD-DATASET)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     p.add_argument("--method", choices=("dense", "dsl", "static", "gmp", "oneshot", "lth", "pep"))
     p.add_argument("--density", type=float, help="fraction of sparsifiable weights kept active")
@@ -35,6 +35,14 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     p.set_defaults(func=run, extra_settings=True)
+
+
+def _out_dir(text: str) -> str:
+    """--out is checked while the arguments are parsed, before anything is written."""
+    from dslrec.fileio import check_out_dir
+
+    check_out_dir(text, "--out")
+    return text
 
 
 def parse_extra(extra: list[str]) -> dict[str, str]:
