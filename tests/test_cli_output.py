@@ -46,3 +46,21 @@ def test_training_into_a_log_file_prints_epoch_lines_but_no_bars(tmp_path, capsy
     out, err = capsys.readouterr()  # captured: not a terminal
     assert out.count("epoch ") >= 2 and "recall@20" in out
     assert "\r" not in out + err and "batch/s" not in out + err
+
+
+def test_summary_table_columns_fit_their_names():
+    from dslrec.training.commands import format_summary
+
+    names = ["recall@20", "ndcg@20", "hitrate@20", "sampled_hitrate@20", "sampled_ndcg@20"]
+    summary = {
+        "model": "mf", "method": "dense", "dataset": {"name": "d"}, "best_epoch": 1, "epochs_run": 1,
+        "valid": {k: 0.1 + i / 10 for i, k in enumerate(names)}, "test": {k: 0.5 + i / 100 for i, k in enumerate(names)},
+        "params": {"active": 10, "total": 10, "peak_active": 10, "mean_active": 10.0},
+        "time": {"train_s": 1.0, "epoch_s": 1.0}, "run_dir": "r",
+    }
+    header, valid, test = format_summary(summary).splitlines()[1:4]
+    assert header.split() == ["split", *names]
+    assert valid.split()[1:] == [f"{0.1 + i / 10:.4f}" for i in range(5)]
+    # every value ends under the end of its column's name
+    ends = lambda line: [m.end() for m in __import__("re").finditer(r"\S+", line)][1:]  # noqa: E731
+    assert ends(header) == ends(valid) == ends(test)

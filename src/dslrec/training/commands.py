@@ -79,12 +79,14 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
 
 def format_summary(summary: dict) -> str:
     p = summary["params"]
+    # each column as wide as its name (sampled_hitrate@20 ...) or a value, two spaces apart
+    width = {k: max(len(k), 10) + 2 for k in summary["test"]}
     lines = [
         f"{summary['model']} / {summary['method']} on {summary['dataset']['name']}: "
         f"best epoch {summary['best_epoch']} of {summary['epochs_run']}",
-        f"  {'split':<6}" + "".join(f"{k:>14}" for k in summary["test"]),
-        f"  {'valid':<6}" + "".join(f"{summary['valid'].get(k, float('nan')):>14.4f}" for k in summary["test"]),
-        f"  {'test':<6}" + "".join(f"{v:>14.4f}" for v in summary["test"].values()),
+        f"  {'split':<6}" + "".join(f"{k:>{w}}" for k, w in width.items()),
+        f"  {'valid':<6}" + "".join(f"{summary['valid'].get(k, float('nan')):>{w}.4f}" for k, w in width.items()),
+        f"  {'test':<6}" + "".join(f"{summary['test'][k]:>{w}.4f}" for k, w in width.items()),
         f"  params: {p['active']:,} active of {p['total']:,} (peak {p['peak_active']:,}, "
         f"mean {p['mean_active']:,.0f} over the run)",
         f"  time: {summary['time']['train_s']:.1f}s training, {summary['time']['epoch_s']:.2f}s per epoch",
