@@ -5,10 +5,20 @@
 ``storage`` how masks are enforced on weights and optimiser state.
 """
 
-from dslrec.sparse.config import SparseConfig
-from dslrec.sparse.engine import SparseEngine
-from dslrec.sparse.masks import erk_counts, initial_masks, magnitude_masks, uniform_masks
-from dslrec.sparse.params import sparsifiable_parameters
+import importlib
+
+# Imported on first use, so that importing dslrec.sparse.config (its torch-free names, which
+# `dslrec train --help` lists) does not import torch.
+_WHERE = {"SparseConfig": "config", "SparseEngine": "engine", "erk_counts": "masks", "initial_masks": "masks",
+          "magnitude_masks": "masks", "uniform_masks": "masks", "sparsifiable_parameters": "params"}
 
 __all__ = ["SparseConfig", "SparseEngine", "erk_counts", "initial_masks", "magnitude_masks", "uniform_masks",
            "sparsifiable_parameters"]
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f"dslrec.sparse.{_WHERE[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'dslrec.sparse' has no attribute {name!r}")
