@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import functools
 import importlib.util
 import io
 import re
@@ -218,6 +219,7 @@ def setting_groups() -> list[tuple[str, list[tuple[str, str]]]]:
     return [(title, rows) for title, rows in groups if rows]
 
 
+@functools.lru_cache(maxsize=None)
 def backbone_source(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """(constructor options and their defaults, paper settings) of backbone ``name``.
 
