@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import warnings
 
 from dslrec import __version__
 from dslrec.errors import DslrecError
@@ -29,12 +31,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
 def main(argv: list[str] | None = None) -> int:
+    with warnings.catch_warnings():  # puts warnings.showwarning back when main returns
+        default = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            # dslrec's own warnings print as one line, like its errors; others keep Python's format
+            if os.path.abspath(filename).startswith(_PACKAGE_DIR + os.sep):
+                print(f"dslrec: warning: {message}", file=file or sys.stderr)
+            else:
+                default(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if extra and not getattr(args, "extra_settings", False):
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
+        args, extra = parser.parse_known_args(argv)  # argument types may check paths (DslrecError)
+        if extra and not getattr(args, "extra_settings", False):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
         if getattr(args, "extra_settings", False):
             return int(args.func(args, extra) or 0)
         return int(args.func(args) or 0)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import re
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -327,7 +328,8 @@ def _numeric(path: Path, frame: pd.DataFrame, col: str, what: str, dates: bool) 
     return vals.to_numpy(dtype=np.float64)
 
 
-def _parse_table(path: Path, sep: str, names: list[str], roles: dict[str, str], typed: bool) -> pd.DataFrame:
+def _parse_table(path: Path, sep: str, names: list[str], roles: dict[str, str], typed: bool,
+                 encoding: str = "utf-8") -> pd.DataFrame:
     # Ids stay strings; rating/timestamp parse as floats in the C parser (fast path).
     # Any value the fast path rejects makes the caller re-read as strings to name the line.
     dtype = {c: str for c in roles.values()}
@@ -336,7 +338,7 @@ def _parse_table(path: Path, sep: str, names: list[str], roles: dict[str, str], 
     try:
         return pd.read_csv(
             path, sep=sep, header=0, names=names, dtype=dtype, na_filter=False,
-            skip_blank_lines=False, skipinitialspace=True, engine="c",
+            skip_blank_lines=False, skipinitialspace=True, engine="c", encoding=encoding,
         )  # no usecols: it would silently accept rows with too many fields
     except pd.errors.ParserError as e:
         m = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(e))
@@ -349,15 +351,30 @@ def _parse_table(path: Path, sep: str, names: list[str], roles: dict[str, str], 
 
 
 def _read_table(path: Path, sep: str, names: list[str], columns: dict | None, kind: str) -> InteractionLog:
-    """Shared body of the CSV and ``.inter`` readers (header already parsed into ``names``)."""
+    """Shared body of the CSV and ``.inter`` readers (header already parsed into ``names``).
+
+    A file that is not UTF-8 is read as latin-1, with a warning: latin-1 maps every byte to
+    one character, so the file always reads and distinct raw ids stay distinct (only their
+    printed form can differ from what the file's real encoding would give).
+    """
+    try:
+        return _read_table_encoded(path, sep, names, columns, kind, "utf-8")
+    except UnicodeDecodeError:
+        warnings.warn(f"{path} is not UTF-8; read it as latin-1 (ids stay distinct); "
+                      "re-save it as UTF-8 if raw ids must print correctly", stacklevel=2)
+        return _read_table_encoded(path, sep, names, columns, kind, "latin-1")
+
+
+def _read_table_encoded(path: Path, sep: str, names: list[str], columns: dict | None, kind: str,
+                        encoding: str) -> InteractionLog:
     roles = _resolve_columns(path, names, columns)
     try:
-        frame = _parse_table(path, sep, names, roles, typed=True)
+        frame = _parse_table(path, sep, names, roles, typed=True, encoding=encoding)
         clean = not ((frame[roles["user"]] == "") | (frame[roles["item"]] == "")).any()
     except ValueError:  # a rating/timestamp that is no float, or a blank line
         clean = False
     if not clean:  # slow path: everything as strings, so that problems can name their line
-        frame = _parse_table(path, sep, names, roles, typed=False)
+        frame = _parse_table(path, sep, names, roles, typed=False, encoding=encoding)
         # Rows of nothing but separators are blank lines; line number = index + 2 (header is line 1).
         frame = frame[~(frame == "").all(axis=1).to_numpy()]
     if len(frame) == 0:
@@ -382,8 +399,13 @@ def _first_line(path: Path) -> str:
     if not path.is_file():
         what = "is a folder, not a file" if path.is_dir() else "does not exist"
         raise DslrecError(f"{path} {what}; check the dataset path")
-    with path.open("r", encoding="utf-8-sig", errors="replace", newline="") as f:
-        line = f.readline()
+    with path.open("rb") as f:
+        raw = f.readline(1 << 20)
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:  # decoded as the rows will be (_read_table)
+        text = raw.decode("latin-1")
+    line = re.split(r"\r\n|\r|\n", text, maxsplit=1)[0]
     if not line.strip():
         raise DslrecError(f"{path} is empty or starts with a blank line; the first line must be the header")
     return line.rstrip("\r\n")

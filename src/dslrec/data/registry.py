@@ -23,17 +23,17 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
+from dslrec import fileio
 from dslrec.data.readers import TEST, InteractionLog, read
 from dslrec.errors import DslrecError
+from dslrec.progress import progress_bar
 
 TIMEOUT_S = 60
 
@@ -237,7 +237,7 @@ def download(url: str, dest: Path, sha256: str | None = None, size: int | None =
              progress: bool = True) -> None:
     """Stream ``url`` to ``dest`` atomically, checking size and sha256 before the rename."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    fd, tmp_name = fileio.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)  # 0666 & ~umask
     tmp = Path(tmp_name)
     try:
         h, n = hashlib.sha256(), 0
@@ -246,8 +246,8 @@ def download(url: str, dest: Path, sha256: str | None = None, size: int | None =
                 with urllib.request.urlopen(url, timeout=TIMEOUT_S) as resp:
                     announced = int(resp.headers.get("Content-Length") or 0) or None
                     total = announced or size
-                    with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=dest.name,
-                              disable=None if progress else True, leave=False) as bar:
+                    with progress_bar(enabled=progress, total=total, unit="B", unit_scale=True,
+                                      unit_divisor=1024, desc=dest.name, leave=False) as bar:
                         while chunk := resp.read(1 << 20):
                             out.write(chunk)
                             h.update(chunk)

@@ -5,9 +5,20 @@
 ``Recommender`` (top-k lists straight from the compact weights).
 """
 
-from dslrec.export.compact import CompactModel, export, load, to_module, write_compact
-from dslrec.export.cost import cost_of_run, cost_section
-from dslrec.export.recommender import Recommendations, Recommender
+import importlib
+
+# Imported on first use, so that the command line (dslrec.export.commands) starts without torch.
+_WHERE = {"CompactModel": "compact", "export": "compact", "load": "compact", "to_module": "compact",
+          "write_compact": "compact", "cost_of_run": "cost", "cost_section": "cost",
+          "Recommendations": "recommender", "Recommender": "recommender"}
 
 __all__ = ["CompactModel", "Recommendations", "Recommender", "cost_of_run", "cost_section", "export", "load",
            "to_module", "write_compact"]
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f"dslrec.export.{_WHERE[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'dslrec.export' has no attribute {name!r}")

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from dslrec.errors import DslrecError
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -15,7 +17,7 @@ def register(sub) -> None:
         epilog="example: dslrec export runs/mf-dsl --out model.dslrec --dtype float16",
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="directory written by dslrec train")
-    p.add_argument("--out", help="output file (default RUN_DIR/model.dslrec)")
+    p.add_argument("--out", type=_out_file, help="output file (default RUN_DIR/model.dslrec)")
     p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32",
                    help="type of the stored weights (default float32)")
     p.add_argument("--no-seen", dest="with_seen", action="store_false",
@@ -40,6 +42,14 @@ def register(sub) -> None:
     r.set_defaults(func=run_recommend)
 
 
+def _out_file(text: str) -> str:
+    """--out is checked while the arguments are parsed, before anything is read or written."""
+    from dslrec.fileio import check_out_file
+
+    check_out_file(text, "--out")
+    return text
+
+
 def _mb(n: int) -> str:
     return f"{n / 2**20:,.2f} MB"
 
@@ -61,6 +71,8 @@ def run_recommend(args: argparse.Namespace) -> int:
     from dslrec.export.recommender import Recommender
 
     users = [u.strip() for u in args.users.split(",") if u.strip()]
+    if not users:
+        raise DslrecError("--users is empty; pass raw user ids like 196,186")
     rec = Recommender.load(Path(args.model))
     out = rec.recommend(users, k=args.k, exclude_seen=args.exclude_seen, unknown=args.unknown)
     if args.json:

@@ -35,6 +35,11 @@ class SparseSettings:
     so popular rows cannot take the budget of rare ones. ``include``/``exclude`` are ``fnmatch`` globs on parameter
     names; by default every parameter with ``ndim >= 2`` (embedding tables,
     weight matrices) is sparsified and biases/norms stay dense.
+
+    ``grow="accumulated"`` sums, ``grow="momentum"`` exponentially averages the
+    dense gradients of the last ``accumulate_steps`` steps before each update:
+    the optimiser's own moments are zero at inactive positions, so they cannot
+    serve as the signal.
     """
 
     density: float = 0.2
@@ -47,18 +52,14 @@ class SparseSettings:
     eta_min: float = 0.005
     delta_t: int = 100  # iterations between DSL's mask updates (and GMP's pruning steps)
     explore_until: float = 1.0  # fraction of training during which DSL explores
-    # grow="accumulated" sums, grow="momentum" exponentially averages (decay `grow_momentum`) the dense
-    # gradients of the last `accumulate_steps` steps before each update (capped at delta_t; None: all
-    # delta_t steps since the last update); the optimiser's own moments are zeroed at inactive
-    # positions, so they cannot serve as the signal
-    accumulate_steps: int | None = 20
-    grow_momentum: float = 0.9
+    accumulate_steps: int | None = 20  # steps of gradient growth gathers before an update (at most delta_t; null: all of them)
+    grow_momentum: float = 0.9  # decay of grow=momentum's average
     include: list[str] | None = None  # parameter-name globs to sparsify (default: every ndim >= 2)
     exclude: list[str] | None = None  # parameter-name globs to keep dense
     gmp_start: float = 0.0  # fraction of training where gradual pruning starts
     gmp_end: float = 0.75  # ... and where it reaches the target density
     pep_init: float = -15.0  # initial threshold logit s (g(s) = sigmoid(s))
-    pep_granularity: str = "feature_dimension"
+    pep_granularity: str = "feature_dimension"  # one PEP threshold per: feature_dimension | feature | dimension | global
     pep_deadline: float = 0.75  # fraction of training after which PEP's mask is forced to the target
     remask: str = "auto"  # "full": always re-mask weights and every optimiser state after a step
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,19 +61,14 @@ class RunConfig(SparseSettings):
     # evaluation and model selection
     eval_every: int = 1
     metric: str = "recall@20"
-    # evaluations without improvement before stopping (0 = never stop), counted only once the
-    # validation metric has improved on the first evaluation: a model that has not started to
-    # learn yet is never stopped
-    patience: int = 10
+    patience: int = 10  # evaluations without improvement before stopping (0 = never), counted once the model beats popularity
     ks: list[int] = field(default_factory=lambda: [20])
     eval_batch_size: int = 1024
     cold_users: str = "drop"  # users with valid/test items but no training ones: drop | popular (ranked by popularity)
-    # sparse training: the method, and the run's defaults for two settings of dslrec.sparse
+    # sparse training (more settings of dslrec.sparse below)
     method: str = "dense"
     density: float = 1.0
-    # iterations between mask updates; None: the rule below, resolved to iterations at the start of
-    # the run (printed, and written to config.yaml and summary.json)
-    delta_t: int | None = None
+    delta_t: int | None = None  # iterations between mask updates (default: from delta_t_epochs, resolved at the start)
     delta_t_epochs: float = DELTA_T_EPOCHS  # the rule: delta_t = round(delta_t_epochs * steps per epoch)
     preset: str | None = None  # a named group of settings (PRESETS); explicit settings override it
     finetune_epochs: int | None = None  # oneshot: epochs of fine-tuning (default: epochs)
@@ -126,9 +123,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 _FIELD_TYPES = {f.name: str(f.type) for f in dataclasses.fields(RunConfig)}
 
 
-def _coerce(key: str, value: Any) -> Any:
+def _coerce(key: str, value: Any, declared: str | None = None) -> Any:
     """Turn a setting from the command line or a file into its declared type (one-line errors)."""
-    declared = _FIELD_TYPES[key]
+    declared = declared or _FIELD_TYPES[key]
     optional = "None" in declared
     kind = declared.split("|")[0].strip()
     if key in ("columns", "sep"):  # their own string forms (user=uid,item=iid; tab); see dslrec.data.readers
@@ -144,11 +141,15 @@ def _coerce(key: str, value: Any) -> Any:
         if optional:
             return None
         raise DslrecError(f"setting {key} needs a value ({kind})")
+    if key == "k_core" and isinstance(value, list):  # (user_k, item_k): checked in validate()
+        return value
     if key == "ks" and isinstance(value, (int, str)):
         parts = [v.strip() for v in str(value).split(",")]
         if not all(v.isdigit() for v in parts):
-            raise DslrecError(f"setting ks must be comma-separated positive integers like 10,20, got {value!r}")
+            raise DslrecError(f"setting ks must be comma-separated integers like 10,20, got {value!r}")
         value = [int(v) for v in parts]
+    if key == "ks" and not (isinstance(value, list) and all(type(v) is int for v in value)):
+        raise DslrecError(f"setting ks must be a list of integers like [10, 20] (or 10,20), got {value!r}")
     if kind == "bool":
         if not isinstance(value, bool):
             raise DslrecError(f"setting {key} must be true or false, got {value!r}")
@@ -163,6 +164,22 @@ def _coerce(key: str, value: Any) -> Any:
         value = float(value)
     elif kind == "str" and not isinstance(value, str):
         value = str(value)
+    return value
+
+
+def _model_option(model: str, key: str, value: Any, default: Any) -> Any:
+    """A backbone option from the command line or a file, of the type of its default."""
+    if isinstance(default, (bool, int, float)):
+        kind = "bool" if isinstance(default, bool) else "int" if isinstance(default, int) else "float"
+        return _coerce(key, value, kind)  # names the option when the type is wrong
+    if isinstance(value, str) and not isinstance(default, str):
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise DslrecError(f"option {key} of model {model!r}: {value!r} is not a valid value "
+                              f"(default {default!r}); pass it like --{key} {default!r}") from None
+    if isinstance(default, list) and not isinstance(value, list):
+        raise DslrecError(f"option {key} of model {model!r} must be a list like {default}, got {value!r}")
     return value
 
 
@@ -190,13 +207,15 @@ def resolve(settings: dict[str, Any], backbone_settings, model_kwargs) -> RunCon
         merged.pop("density", None)
     merged.update(settings)
     valid_model_keys = set(model_kwargs(model))
+    model_defaults = model_kwargs(model)  # option -> default (a plain list of names has no defaults)
+    model_defaults = model_defaults if isinstance(model_defaults, dict) else {}
     run: dict[str, Any] = {}
     options: dict[str, Any] = {}
     for key, value in merged.items():
         if key in RUN_KEYS:
             run[key] = _coerce(key, value)
         elif key in valid_model_keys:
-            options[key] = yaml.safe_load(value) if isinstance(value, str) else value
+            options[key] = _model_option(model, key, value, model_defaults.get(key))
         else:
             valid = ", ".join(sorted(RUN_KEYS | valid_model_keys))
             raise DslrecError(f"unknown setting {key!r} for model {model!r}; valid settings: {valid}")
@@ -242,4 +261,41 @@ def validate(cfg: RunConfig) -> None:
     check(cfg.lth_rounds >= 1, f"lth_rounds must be at least 1, got {cfg.lth_rounds}")
     check(cfg.cold_users in ("drop", "popular"),
           f"unknown cold_users {cfg.cold_users!r}; choose drop (leave them out of evaluation) or popular")
+    # checked here rather than deep in numpy/torch, so that the message names the setting
+    for key in ("seed", "split_seed"):
+        value = getattr(cfg, key)
+        check(0 <= value < 2**32, f"{key} must be an integer from 0 to 2**32 - 1, got {value}")
+    check(cfg.weight_decay >= 0, f"weight_decay must be >= 0, got {cfg.weight_decay}")
+    check(0 <= cfg.momentum < 1, f"momentum must be in [0, 1), got {cfg.momentum}")
+    check(cfg.n_neg >= 1, f"n_neg must be at least 1, got {cfg.n_neg}")
+    check(cfg.eval_batch_size >= 1, f"eval_batch_size must be at least 1, got {cfg.eval_batch_size}")
+    check(int(k) >= 1, f"metric must cut off at k >= 1 like recall@20, got {cfg.metric!r}")
+    check(isinstance(cfg.dataset, str) and cfg.dataset != "",
+          f"dataset must be a registered name or a path, got {cfg.dataset!r}")
+    check(cfg.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", cfg.device) is not None,
+          f"device must be auto, cpu, cuda or cuda:N, got {cfg.device!r}")
+    optional = {  # settings whose default None means "not set": (check, what they must be)
+        "finetune_epochs": (lambda v: _is_int(v) and v >= 1, "an integer >= 1 (epochs of fine-tuning)"),
+        "lr_end": (lambda v: _is_number(v) and v >= 0, "a number >= 0 (final lr of the cosine schedule)"),
+        "min_rating": (_is_number, "a number"),
+        "k_core": (lambda v: (_is_int(v) and v >= 1) or (isinstance(v, list) and len(v) == 2
+                                                          and all(_is_int(x) and x >= 1 for x in v)),
+                   "an integer >= 1 or a [user_k, item_k] pair"),
+        "split": (lambda v: isinstance(v, str), "a split name like ratio, temporal or loo"),
+    }
+    for key, (ok, what) in optional.items():
+        value = getattr(cfg, key)
+        check(value is None or ok(value), f"{key} must be {what}, got {value!r}")
+    from dslrec.data.preprocess import METHODS as SPLIT_METHODS
+
+    check(cfg.split is None or cfg.split in SPLIT_METHODS,
+          f"unknown split {cfg.split!r}; choose one of {', '.join(SPLIT_METHODS)}")
     cfg.check_sparse()
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -24,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dslrec.errors import DslrecError
+from dslrec.progress import progress_bar
 from dslrec.training import rundir
 from dslrec.training.config import RunConfig
 from dslrec.training.records import BudgetSpread
@@ -229,8 +230,8 @@ class Trainer:
                                      per_user=cfg.per_user_sampling, n_neg=cfg.n_neg, device=self.device)
         total = torch.zeros((), device=self.device)
         n = 0
-        bar = tqdm(batches, total=self.steps_per_epoch, desc=f"epoch {self.global_epoch + 1}",
-                   leave=False, disable=not self.progress, unit="batch")
+        bar = progress_bar(batches, enabled=self.progress, total=self.steps_per_epoch,
+                           desc=f"epoch {self.global_epoch + 1}", leave=False, unit="batch")
         for batch in bar:
             optimizer.zero_grad(set_to_none=True)
             loss = model.loss(batch)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import stat
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -21,6 +21,7 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
+from dslrec import fileio
 from dslrec.errors import DslrecError
 
 CONFIG = "config.yaml"
@@ -36,10 +37,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` only on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = fileio.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # mode 0666 & ~umask
+    mode = os.fstat(fd).st_mode
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, stat.S_IMODE(mode))  # some writers (safetensors) replace the file with a private one
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
