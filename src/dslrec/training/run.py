@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import statistics
 import time
 from pathlib import Path
@@ -107,9 +108,11 @@ def train(settings: dict[str, Any] | None = None, *, config_file: str | Path | N
     >>> summary = dslrec.train(model="mf", dataset="ml-100k", method="dsl", density=0.2, epochs=20)
     >>> summary["test"]["recall@20"]
 
-    ``dataset`` may be a ready :class:`dslrec.data.Dataset` (then ``settings['dataset']``
+    ``dataset`` is a setting like any other (a registered name or a path); a ready
+    :class:`dslrec.data.Dataset` is trained on as it is (then ``settings['dataset']``
     is only its label). ``resume`` continues an interrupted run from its directory.
     """
+    dataset = dataset_argument(dataset, overrides)
     checkpoint = None
     if resume is not None:
         run_dir = Path(resume)
@@ -199,3 +202,20 @@ def train(settings: dict[str, Any] | None = None, *, config_file: str | Path | N
     summary["cost"] = run_cost(model, dataset, cfg, run_dir, summary)
     rundir.write_json(run_dir / rundir.SUMMARY, summary)
     return summary
+
+
+# --- the dataset argument -----------------------------------------------------------------
+
+def dataset_argument(dataset, overrides: dict[str, Any]):
+    """``train(dataset=...)``: a name or a path is the ``dataset`` setting (moved into
+    ``overrides``); a :class:`dslrec.data.Dataset` is returned to be trained on as it is."""
+    from dslrec.data.dataset import Dataset
+
+    if dataset is None or isinstance(dataset, Dataset):
+        return dataset
+    if isinstance(dataset, (str, os.PathLike)):
+        overrides["dataset"] = os.fspath(dataset)
+        return None
+    raise DslrecError(f"dataset must be a name, a path or a dslrec.data.Dataset, got a {type(dataset).__name__}; "
+                      "load one with dslrec.data.load(NAME_OR_PATH)")
+
