@@ -63,6 +63,60 @@ def recommend_all(model_file: Path):
     return rec.recommend(rec.user_ids(), k=10)
 
 
+# --- 1. export needs only the run directory -------------------------------------------------------
+
+def test_export_reads_only_the_run_directory(csv_run, tmp_path, monkeypatch, capsys):
+    work = tmp_path / "work"
+    original = dslrec.data.load(work / "ratings.csv")
+    # the reference: exported with the very dataset the run trained on (checked against what it kept)
+    export(csv_run, tmp_path / "ref.dslrec", dataset=original)
+    ref = recommend_all(tmp_path / "ref.dslrec")
+
+    # the same file with its rows shuffled re-splits differently: export must not notice it
+    write_csv(work / "ratings.csv", shuffle=True)
+    assert rundir.data_differences(rundir.read_data(csv_run)[0], dslrec.data.load(work / "ratings.csv"))
+    export(csv_run, tmp_path / "shuffled.dslrec")
+    # and without the file, from another folder
+    (work / "ratings.csv").unlink()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["export", str(csv_run), "--out", "moved.dslrec"]) == 0
+    for name in ("shuffled.dslrec", "elsewhere/moved.dslrec"):
+        got = recommend_all(tmp_path / name)
+        assert np.array_equal(got.ids, ref.ids) and np.array_equal(got.scores, ref.scores), name
+    assert ref.ids.dtype.kind == "U" and str(ref.ids[0, 0]).startswith("i")  # raw string ids kept
+    capsys.readouterr()
+    assert main(["recommend", "--model", "moved.dslrec", "--users", "u3", "--k", "10", "--json"]) == 0
+    [record] = json.loads(capsys.readouterr().out)
+    assert record["items"] == ref.ids[list(ref.user_ids).index("u3")].tolist()
+
+
+def test_run_data_round_trips_and_is_checked(tmp_path):
+    data = synthetic_dataset(n_users=50, n_items=40, seed=1)
+    data.train_users = np.arange(50) % 3 != 0
+    rundir.save_data(tmp_path, data)
+    back, counts = rundir.read_data(tmp_path)
+    assert rundir.data_differences(back, data) == []
+    assert np.array_equal(counts, data.item_popularity().astype(np.int64))
+    assert np.array_equal(back.train_users, data.train_users) and back.protocol == data.protocol
+    info = json.loads((tmp_path / rundir.DATA_INFO).read_text())
+    info["sha256"] = "0" * 64  # a data.json from another run
+    (tmp_path / rundir.DATA_INFO).write_text(json.dumps(info))
+    with pytest.raises(DslrecError, match="damaged or do not belong together"):
+        rundir.read_data(tmp_path)
+
+
+def test_old_run_directory_without_its_data_fails_in_one_line(tmp_path, capsys):
+    out = tmp_path / "old"
+    dslrec.train(dict(epochs=1, **QUICK), dataset=synthetic_dataset(60, 50, seed=0), out=out, progress=False)
+    (out / rundir.DATA).unlink()
+    (out / rundir.DATA_INFO).unlink()
+    assert main(["export", str(out)]) == 2
+    one_line_error(capsys, "older dslrec", "retrain")
+    assert not (out / "model.dslrec").exists()
+
+
 # --- 4. the Python API --------------------------------------------------------------------------
 
 def test_train_takes_the_dataset_keyword_as_a_setting(tmp_path, monkeypatch):

@@ -134,9 +134,11 @@ def train(settings: dict[str, Any] | None = None, *, config_file: str | Path | N
     if dataset is None:
         dataset = load_dataset(cfg, progress)
     dataset.check_usable()
+    if checkpoint is not None:
+        check_same_data(run_dir, dataset)
     device = pick_device(cfg.device)
     model = models.build(cfg.model, dataset, **cfg.model_options).to(device)
-    rundir.write_config(run_dir, cfg.to_dict())
+    write_run_files(run_dir, cfg, dataset, resumed=checkpoint is not None)
 
     budget = Budget(model, cfg)
     trainer = Trainer(cfg, dataset, model, run_dir, progress=progress, sampler=epoch_batches,
@@ -200,6 +202,8 @@ def train(settings: dict[str, Any] | None = None, *, config_file: str | Path | N
     if device.type == "cuda":
         summary["peak_cuda_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     summary["cost"] = run_cost(model, dataset, cfg, run_dir, summary)
+    if not rundir.has_data(run_dir):  # a run begun by an older dslrec: keep the data it finished on
+        rundir.save_data(run_dir, dataset)
     rundir.write_json(run_dir / rundir.SUMMARY, summary)
     return summary
 
@@ -218,4 +222,26 @@ def dataset_argument(dataset, overrides: dict[str, Any]):
         return None
     raise DslrecError(f"dataset must be a name, a path or a dslrec.data.Dataset, got a {type(dataset).__name__}; "
                       "load one with dslrec.data.load(NAME_OR_PATH)")
+
+
+# --- resuming -----------------------------------------------------------------------------
+
+def check_same_data(run_dir: Path, dataset) -> None:
+    """A resumed run must train on the data it began with (a re-ordered file gives other ids)."""
+    if not rundir.has_data(run_dir):
+        return
+    stored, _ = rundir.read_data(run_dir)
+    diff = rundir.data_differences(stored, dataset)
+    if diff:
+        raise DslrecError(f"the dataset loaded to resume {run_dir} ({dataset.name!r}) is not the one the run began "
+                          f"with (differs in: {', '.join(diff)}); resume with the same data, or start a new run")
+
+
+# --- the run directory --------------------------------------------------------------------
+
+def write_run_files(run_dir: Path, cfg: RunConfig, dataset, resumed: bool) -> None:
+    """config.yaml and (new runs) the run's training data, before the first epoch."""
+    if not resumed:
+        rundir.save_data(run_dir, dataset)
+    rundir.write_config(run_dir, cfg.to_dict())
 
