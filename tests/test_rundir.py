@@ -117,6 +117,73 @@ def test_old_run_directory_without_its_data_fails_in_one_line(tmp_path, capsys):
     assert not (out / "model.dslrec").exists()
 
 
+# --- 2. --resume never damages a run ------------------------------------------------------------
+
+def test_resume_refuses_other_settings_before_writing_anything(csv_run, tmp_path, capsys):
+    before = files_of(csv_run)
+    run = str(csv_run)
+    refused = [
+        (["--model", "lightgcn"], "model ('mf' -> 'lightgcn')"),
+        (["--dim", "32"], "dim (16 -> 32)"),
+        (["--lr", "0.1", "--method", "dsl", "--density", "0.5"], "density (1.0 -> 0.5), lr (0.005 -> 0.1), method"),
+        (["--out", str(tmp_path / "other")], "--out"),
+    ]
+    bad_config = tmp_path / "c.yaml"
+    bad_config.write_text("dim: 8\n")
+    refused.append((["--config", str(bad_config)], "dim (16 -> 8)"))
+    for extra, needle in refused:
+        assert main(["train", "--resume", run, "--quiet", *extra]) == 2, extra
+        one_line_error(capsys, needle)
+        assert files_of(csv_run) == before, extra
+    assert not (tmp_path / "other").exists()
+    # its own config is no change; plain --resume and export still work
+    assert main(["train", "--resume", run, "--quiet", "--config", str(csv_run / "config.yaml")]) == 0
+    assert main(["train", "--resume", run, "--quiet", "--device", "cpu"]) == 0
+    assert yaml.safe_load((csv_run / "config.yaml").read_text())["device"] == "auto"  # this session only
+    assert main(["export", run]) == 0
+
+
+def test_resume_with_fewer_epochs_or_inexact_extension_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_csv(tmp_path / "r.csv")
+    dslrec.train(dict(dataset="r.csv", epochs=2, **QUICK), out=tmp_path / "mf", progress=False)
+    before = files_of(tmp_path / "mf")
+    assert main(["train", "--resume", str(tmp_path / "mf"), "--epochs", "1", "--quiet"]) == 2
+    one_line_error(capsys, "already trained 2 epochs")
+    # DSL's update ratio is annealed over the total steps: more epochs cannot extend it exactly
+    dslrec.train(dict(dataset="r.csv", epochs=2, method="dsl", density=0.5, delta_t=7, **QUICK),
+                 out=tmp_path / "dsl", progress=False)
+    dsl_before = files_of(tmp_path / "dsl")
+    assert main(["train", "--resume", str(tmp_path / "dsl"), "--epochs", "4", "--quiet"]) == 2
+    one_line_error(capsys, "cosine update ratio spans the total steps", "start a new run")
+    dslrec.train(dict(dataset="r.csv", epochs=1, method="oneshot", density=0.5, **QUICK),
+                 out=tmp_path / "oneshot", progress=False)
+    assert main(["train", "--resume", str(tmp_path / "oneshot"), "--epochs", "3", "--quiet"]) == 2
+    one_line_error(capsys, "oneshot run: its phases are built from epochs")
+    assert files_of(tmp_path / "mf") == before and files_of(tmp_path / "dsl") == dsl_before
+
+
+def test_extending_a_finished_run_trains_the_extra_epochs_exactly(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_csv(tmp_path / "r.csv")
+    settings = dict(dataset="r.csv", method="static", density=0.5, patience=0, **QUICK)
+    fresh = dslrec.train(dict(settings, epochs=4), out=tmp_path / "fresh", progress=False)
+    dslrec.train(dict(settings, epochs=2), out=tmp_path / "ext", progress=False)
+    extended = dslrec.train(resume=tmp_path / "ext", epochs=4, progress=False)
+
+    a = torch.load(tmp_path / "fresh/checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "ext/checkpoint.pt", weights_only=True)
+    assert a["global_epoch"] == b["global_epoch"] == 4
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert extended["test"] == fresh["test"] and extended["best_epoch"] == fresh["best_epoch"]
+    assert extended["epochs_run"] == 4 and extended["config"] == fresh["config"]
+    saved = yaml.safe_load((tmp_path / "ext/config.yaml").read_text())
+    assert saved == yaml.safe_load((tmp_path / "fresh/config.yaml").read_text()) and saved["epochs"] == 4
+    log = [json.loads(line)["epoch"] for line in (tmp_path / "ext/log.jsonl").read_text().splitlines()]
+    assert log == [1, 2, 3, 4]
+
+
 # --- 4. the Python API --------------------------------------------------------------------------
 
 def test_train_takes_the_dataset_keyword_as_a_setting(tmp_path, monkeypatch):

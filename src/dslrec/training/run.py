@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import os
 import statistics
@@ -16,7 +17,7 @@ from dslrec import __version__
 from dslrec.errors import DslrecError
 from dslrec.training import rundir
 from dslrec.training.budget import Budget
-from dslrec.training.config import RunConfig, read_config_file, resolve
+from dslrec.training.config import RunConfig, read_config_file, resolve, validate
 from dslrec.training.loop import PhaseResult, Trainer, peak_rss_mb, pick_device
 from dslrec.training.methods import build_phases
 
@@ -110,14 +111,16 @@ def train(settings: dict[str, Any] | None = None, *, config_file: str | Path | N
 
     ``dataset`` is a setting like any other (a registered name or a path); a ready
     :class:`dslrec.data.Dataset` is trained on as it is (then ``settings['dataset']``
-    is only its label). ``resume`` continues an interrupted run from its directory.
+    is only its label). ``resume`` continues a run from its directory with its
+    saved settings: only ``epochs`` (see :func:`check_epochs_change`), ``device``
+    and ``eval_batch_size`` may differ, anything else is refused before a file is
+    written.
     """
     dataset = dataset_argument(dataset, overrides)
-    checkpoint = None
+    checkpoint, recorded = None, None
     if resume is not None:
         run_dir = Path(resume)
-        cfg = resolve_settings(config_file=run_dir / rundir.CONFIG, **overrides)
-        checkpoint = rundir.load_checkpoint(run_dir)
+        cfg, recorded, checkpoint = resume_settings(run_dir, settings, config_file, out, overrides)
     else:
         cfg = resolve_settings(settings, config_file, **overrides)
         run_dir = Path(out) if out is not None else default_run_dir(cfg)
@@ -138,7 +141,7 @@ def train(settings: dict[str, Any] | None = None, *, config_file: str | Path | N
         check_same_data(run_dir, dataset)
     device = pick_device(cfg.device)
     model = models.build(cfg.model, dataset, **cfg.model_options).to(device)
-    write_run_files(run_dir, cfg, dataset, resumed=checkpoint is not None)
+    write_run_files(run_dir, cfg if recorded is None else recorded, dataset, resumed=checkpoint is not None)
 
     budget = Budget(model, cfg)
     trainer = Trainer(cfg, dataset, model, run_dir, progress=progress, sampler=epoch_batches,
@@ -151,7 +154,7 @@ def train(settings: dict[str, Any] | None = None, *, config_file: str | Path | N
         trainer.global_epoch = int(checkpoint["global_epoch"])
         budget.load_state_dict(checkpoint["budget"])
         start_phase = int(checkpoint["phase"])
-        if checkpoint["phase_done"]:
+        if checkpoint["phase_done"] and not extends_finished_phase(checkpoint, cfg, phases):
             start_phase += 1
             model.load_state_dict(checkpoint["model"])
             # the checkpoint's best epoch is the finished phase's (also when that was the last phase)
@@ -182,7 +185,7 @@ def train(settings: dict[str, Any] | None = None, *, config_file: str | Path | N
         "model": cfg.model,
         "method": cfg.method,
         "dataset": dataset.sizes(),
-        "config": cfg.to_dict(),
+        "config": (cfg if recorded is None else recorded).to_dict(),
         "best_epoch": result.best_epoch,
         "epochs_run": trainer.global_epoch,
         "valid": result.best_valid,
@@ -226,6 +229,115 @@ def dataset_argument(dataset, overrides: dict[str, Any]):
 
 # --- resuming -----------------------------------------------------------------------------
 
+# Settings a resumed run may change. `epochs` is recorded in config.yaml (it changes what is
+# trained, see check_epochs_change); the others only affect this session and are not recorded.
+SESSION_SETTINGS = ("device", "eval_batch_size")
+RESUMABLE_CHANGES = ("epochs", *SESSION_SETTINGS)
+SINGLE_PHASE = ("dense", "dsl", "static", "gmp", "pep")
+
+
+def _flat(cfg: RunConfig) -> dict[str, Any]:
+    d = cfg.to_dict()
+    options = d.pop("model_options")
+    return {**d, **options}
+
+
+def resume_settings(run_dir: Path, settings: dict | None, config_file, out,
+                    overrides: dict[str, Any]) -> tuple[RunConfig, RunConfig, dict]:
+    """(settings of this session, settings config.yaml records, checkpoint) of a resumed run.
+
+    Everything that would make the resumed run differ from its config.yaml is refused here,
+    before a file is written: settings other than ``RESUMABLE_CHANGES`` that differ from the
+    saved ones (``--config`` files count as given settings), another ``--out``, and epochs
+    changes that ``check_epochs_change`` cannot make exact.
+    """
+    if out is not None and Path(out).resolve() != run_dir.resolve():
+        raise DslrecError(f"--out {out} cannot be used with --resume {run_dir}: a resumed run stays in its own "
+                          "directory; drop --out (or copy the run directory first and resume the copy)")
+    checkpoint = rundir.load_checkpoint(run_dir)
+    saved_file = run_dir / rundir.CONFIG
+    if not saved_file.is_file():
+        raise DslrecError(f"{run_dir} has no {rundir.CONFIG}, so its settings are unknown; it cannot be resumed, "
+                          "start a new run")
+    saved = resolve_settings(config_file=saved_file)
+    asked: dict[str, Any] = {}
+    if config_file is not None:
+        asked.update(read_config_file(config_file))
+    asked.update(settings or {})
+    asked.update(overrides)
+    asked = {k.replace("-", "_"): v for k, v in asked.items() if v is not None}
+    if "model" in asked and str(asked["model"]) != saved.model:
+        # another backbone may not even accept the saved model options: refuse it first
+        _refuse_changes(run_dir, {"model": (saved.model, asked["model"])})
+    cfg = resolve_settings(asked, saved_file)
+    old, new = _flat(saved), _flat(cfg)
+    _refuse_changes(run_dir, {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
+                              if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES})
+    check_epochs_change(run_dir, saved, cfg.epochs, checkpoint)
+    recorded = dataclasses.replace(saved, epochs=cfg.epochs)
+    validate(recorded)
+    return cfg, recorded, checkpoint
+
+
+def _refuse_changes(run_dir: Path, refused: dict[str, tuple[Any, Any]]) -> None:
+    if refused:
+        listed = ", ".join(f"{k} ({a!r} -> {b!r})" for k, (a, b) in refused.items())
+        raise DslrecError(f"--resume {run_dir} continues the run with the settings in its {rundir.CONFIG}; "
+                          f"refusing to change {listed} (only {', '.join(RESUMABLE_CHANGES)} may change on resume; "
+                          "start a new run with --out for other settings)")
+
+
+def check_epochs_change(run_dir: Path, saved: RunConfig, epochs: int, checkpoint: dict) -> None:
+    """Refuse an ``epochs`` change on resume unless the resumed run is exactly the run a fresh
+    start with the new ``epochs`` would have been (same seed, CPU), so that config.yaml always
+    describes what was trained.
+
+    That needs one phase (the phases of oneshot and lth are built from ``epochs``), no epoch
+    trained beyond the new count, and nothing so far that depended on the total number of
+    steps: a cosine learning rate, DSL's cosine/linear update ratio or ``explore_until``, GMP's
+    ramp and PEP's deadline all do; so does an evaluation forced at the old last epoch off the
+    ``eval_every`` grid, or a DSL mask update skipped because its step was the old last one. An
+    early-stopped run extended stays as it is: a longer fresh run stops at the same epoch.
+    """
+    if epochs == saved.epochs:
+        return
+    change = f"--epochs {epochs} on resume (the run was set to {saved.epochs})"
+    if saved.method not in SINGLE_PHASE:
+        raise DslrecError(f"{change} is refused for a {saved.method} run: its phases are built from epochs; "
+                          f"start a new run with --epochs {epochs}")
+    done = int(checkpoint["global_epoch"])
+    if epochs < done:
+        raise DslrecError(f"{change} is refused: {run_dir} has already trained {done} epochs; "
+                          f"pass --epochs {done} or more, or start a new run")
+    reasons = []
+    if saved.lr_schedule != "constant":
+        reasons.append(f"the {saved.lr_schedule} learning rate spans the total steps")
+    if saved.method == "dsl" and saved.schedule != "constant":
+        reasons.append(f"DSL's {saved.schedule} update ratio spans the total steps")
+    if saved.method == "dsl" and saved.explore_until < 1.0:
+        reasons.append("explore_until is a fraction of the total steps")
+    if saved.method in ("gmp", "pep"):
+        reasons.append(f"{saved.method}'s pruning schedule spans the total steps")
+    stopped = saved.patience > 0 and int(checkpoint["bad_evals"]) >= saved.patience
+    if not checkpoint["phase_done"] and epochs == done and done % saved.eval_every:
+        reasons.append(f"its epoch {done}, the last one now, was not evaluated (eval_every={saved.eval_every})")
+    if checkpoint["phase_done"] and not stopped:  # it ran to its last epoch
+        if done % saved.eval_every:
+            reasons.append(f"its last epoch ({done}) was evaluated off the eval_every={saved.eval_every} grid")
+        step = int(checkpoint.get("engine", {}).get("step", 0))
+        if saved.method == "dsl" and step % saved.delta_t == 0:
+            reasons.append(f"the mask update due at its last step ({step}) was skipped")
+    if reasons:
+        raise DslrecError(f"{change} is refused: the result would not be that of a run trained for {epochs} epochs "
+                          f"({'; '.join(reasons)}); start a new run with --epochs {epochs}")
+
+
+def extends_finished_phase(checkpoint: dict, cfg: RunConfig, phases: list) -> bool:
+    """A run whose single phase ran to its last epoch and was given more epochs trains on."""
+    stopped = cfg.patience > 0 and int(checkpoint["bad_evals"]) >= cfg.patience
+    return len(phases) == 1 and not stopped and int(checkpoint["epoch"]) < phases[int(checkpoint["phase"])].epochs
+
+
 def check_same_data(run_dir: Path, dataset) -> None:
     """A resumed run must train on the data it began with (a re-ordered file gives other ids)."""
     if not rundir.has_data(run_dir):
@@ -239,9 +351,13 @@ def check_same_data(run_dir: Path, dataset) -> None:
 
 # --- the run directory --------------------------------------------------------------------
 
-def write_run_files(run_dir: Path, cfg: RunConfig, dataset, resumed: bool) -> None:
-    """config.yaml and (new runs) the run's training data, before the first epoch."""
+def write_run_files(run_dir: Path, recorded: RunConfig, dataset, resumed: bool) -> None:
+    """config.yaml and the run's training data, before the first epoch. A resumed run rewrites
+    its config only when it changed (more epochs), so a refused or failed resume changes nothing."""
     if not resumed:
         rundir.save_data(run_dir, dataset)
-    rundir.write_config(run_dir, cfg.to_dict())
+    path = run_dir / rundir.CONFIG
+    if resumed and resolve_settings(config_file=path) == recorded:
+        return
+    rundir.write_config(run_dir, recorded.to_dict())
 
