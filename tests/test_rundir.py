@@ -184,6 +184,48 @@ def test_extending_a_finished_run_trains_the_extra_epochs_exactly(tmp_path, monk
     assert log == [1, 2, 3, 4]
 
 
+# --- 3. a failed run leaves nothing behind --------------------------------------------------------
+
+def test_failures_before_the_first_checkpoint_remove_the_run_directory(tmp_path, capsys, monkeypatch):
+    from dslrec import models
+    from dslrec.training.loop import Trainer
+
+    # bad data: found after the run directory was made
+    assert main(["train", "--dataset", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "a"), "--quiet"]) == 2
+    one_line_error(capsys, "missing.csv")
+    assert not (tmp_path / "a").exists()
+
+    data = synthetic_dataset(60, 50, seed=0)
+    # Ctrl-C in the first epoch
+    with monkeypatch.context() as m:
+        def interrupted(self, *args, **kwargs):
+            raise KeyboardInterrupt
+        m.setattr(Trainer, "train_epoch", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            dslrec.train(dict(epochs=2, **QUICK), dataset=data, out=tmp_path / "b", progress=False)
+        assert not (tmp_path / "b").exists()
+        # a directory this call did not create is left alone (with what the run wrote)
+        (tmp_path / "mine").mkdir()
+        with pytest.raises(KeyboardInterrupt):
+            dslrec.train(dict(epochs=2, **QUICK), dataset=data, out=tmp_path / "mine", progress=False)
+        assert (tmp_path / "mine").is_dir()
+
+    # NaN in epoch 1: the message must not promise a checkpoint
+    real_build = models.build
+
+    def poisoned_build(name, dataset, **kw):
+        model = real_build(name, dataset, **kw)
+        loss = model.loss
+        model.loss = lambda batch: loss(batch) * float("nan")
+        return model
+
+    monkeypatch.setattr(models, "build", poisoned_build)
+    with pytest.raises(DslrecError, match="loss became nan in epoch 1") as e:
+        dslrec.train(dict(epochs=2, **QUICK), dataset=data, out=tmp_path / "c", progress=False)
+    assert "nothing was saved" in str(e.value) and "checkpoint is kept" not in str(e.value)
+    assert not (tmp_path / "c").exists()
+
+
 # --- 4. the Python API --------------------------------------------------------------------------
 
 def test_train_takes_the_dataset_keyword_as_a_setting(tmp_path, monkeypatch):

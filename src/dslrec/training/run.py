@@ -18,8 +18,8 @@ from dslrec.errors import DslrecError
 from dslrec.training import rundir
 from dslrec.training.budget import Budget
 from dslrec.training.config import RunConfig, read_config_file, resolve, validate
-from dslrec.training.loop import PhaseResult, Trainer, peak_rss_mb, pick_device
-from dslrec.training.methods import build_phases
+from dslrec.training.loop import NonFiniteLoss, PhaseResult, Trainer, peak_rss_mb, pick_device
+from dslrec.training.methods import INIT_WEIGHTS, build_phases
 
 
 def resolve_settings(settings: dict[str, Any] | None = None, config_file: str | Path | None = None,
@@ -114,19 +114,35 @@ def train(settings: dict[str, Any] | None = None, *, config_file: str | Path | N
     is only its label). ``resume`` continues a run from its directory with its
     saved settings: only ``epochs`` (see :func:`check_epochs_change`), ``device``
     and ``eval_batch_size`` may differ, anything else is refused before a file is
-    written.
+    written. A run that fails before its first checkpoint leaves no directory behind.
     """
     dataset = dataset_argument(dataset, overrides)
     checkpoint, recorded = None, None
     if resume is not None:
         run_dir = Path(resume)
         cfg, recorded, checkpoint = resume_settings(run_dir, settings, config_file, out, overrides)
+        created = False
     else:
         cfg = resolve_settings(settings, config_file, **overrides)
         run_dir = Path(out) if out is not None else default_run_dir(cfg)
         if (run_dir / rundir.CHECKPOINT).exists():
             raise DslrecError(f"{run_dir} already holds a run; resume it with --resume {run_dir} "
                               "or choose another --out")
+        created = not run_dir.exists()
+    try:
+        return _train_in(run_dir, cfg, recorded, checkpoint, dataset, progress)
+    except BaseException as e:
+        if created and remove_failed_run_dir(run_dir) and isinstance(e, NonFiniteLoss):
+            # the loop's message promises a checkpoint that this early failure never wrote
+            raise NonFiniteLoss(str(e).replace(f"its last good checkpoint is kept in {run_dir}",
+                                               f"nothing was saved ({run_dir} was removed)")) from None
+        raise
+
+
+def _train_in(run_dir: Path, cfg: RunConfig, recorded: RunConfig | None, checkpoint: dict | None, dataset,
+              progress: bool) -> dict:
+    """The run itself. ``recorded``: a resumed run's settings as its config.yaml keeps them (``cfg``
+    less the settings of this session only); None for a new run."""
     run_dir.mkdir(parents=True, exist_ok=True)
 
     from dslrec import models
@@ -361,3 +377,21 @@ def write_run_files(run_dir: Path, recorded: RunConfig, dataset, resumed: bool) 
         return
     rundir.write_config(run_dir, recorded.to_dict())
 
+
+# what a run writes before its first checkpoint (and nothing else) is removed when it fails
+EARLY_FILES = (rundir.CONFIG, rundir.DATA, rundir.DATA_INFO, rundir.BEST, rundir.BEST_MASKS, rundir.LOG,
+               INIT_WEIGHTS)
+
+
+def remove_failed_run_dir(run_dir: Path) -> bool:
+    """Remove the directory of a run that failed before its first checkpoint (the caller created
+    it): the files the run wrote, then the folder if nothing else is in it. True if removed."""
+    if (run_dir / rundir.CHECKPOINT).exists() or not run_dir.is_dir():
+        return False
+    for name in EARLY_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+    try:
+        run_dir.rmdir()
+    except OSError:  # something else is in it: leave it
+        return False
+    return True
