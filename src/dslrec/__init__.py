@@ -6,7 +6,7 @@
 
 __version__ = "0.1.0"
 
-__all__ = ["train", "Recommender", "__version__"]
+__all__ = ["train", "Recommender", "data", "__version__"]
 
 
 def __getattr__(name: str):
@@ -15,6 +15,10 @@ def __getattr__(name: str):
         from dslrec.training.run import train
 
         return train
+    if name == "data":  # dslrec.data.load(...) after a plain `import dslrec`
+        import importlib
+
+        return importlib.import_module("dslrec.data")
     if name == "Recommender":
         from dslrec.export.recommender import Recommender
 

@@ -198,12 +198,13 @@ def write_compact(
     with_seen: bool = True,
     metrics: dict | None = None,
     run: dict | None = None,
+    item_counts: np.ndarray | None = None,
 ) -> dict:
     """Write a compact model file from weights, masks and the dataset; returns its header.
 
     ``state`` is the model's ``state_dict()``; ``masks`` maps sparsified tensor
     names to their masks (None for a dense model). ``dataset`` supplies raw
-    ids, the seen section and item counts.
+    ids, the seen section and item counts (unless ``item_counts`` is given).
     """
     if dtype not in DTYPES:
         raise DslrecError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
@@ -242,7 +243,7 @@ def write_compact(
     tensors.update(user_tensors)
     tensors.update(item_tensors)
     train = sp.csr_matrix(dataset.train)
-    counts = np.asarray((train != 0).sum(axis=0)).ravel()
+    counts = np.asarray((train != 0).sum(axis=0)).ravel() if item_counts is None else np.asarray(item_counts)
     tensors["pop/item_counts"] = _np_to_torch(counts.astype(count_dtype(int(counts.max(initial=0)))))
     seen = None
     if with_seen:
@@ -289,16 +290,19 @@ def export(run_dir: str | Path, out_path: str | Path | None = None, dtype: str =
            with_seen: bool = True, dataset=None) -> dict:
     """Export a finished run directory's best weights to one compact file.
 
-    Reads ``config.yaml``, ``summary.json``, ``best.safetensors`` and (sparse
-    runs) ``best_masks.safetensors``; re-loads the run's dataset for raw ids and
-    training interactions unless ``dataset`` is given (needed when the run was
-    trained on a Dataset object rather than a name or path). Default output:
-    ``RUN_DIR/model.dslrec``. Returns ``{"path", "sizes", "dense_bytes"}``:
-    section sizes of the new file and the size of ``best.safetensors``.
+    Reads only the run directory: ``config.yaml``, ``summary.json``,
+    ``best.safetensors``, (sparse runs) ``best_masks.safetensors`` and the training
+    data the run kept (``data.safetensors`` / ``data.json``: raw ids, each user's
+    training items, item counts), so it works from any folder and never re-reads
+    or re-splits the source. ``dataset`` is only needed for a run directory written
+    before the run kept its data (it is checked against the run); for a newer run
+    it must match what the run kept. Default output: ``RUN_DIR/model.dslrec``.
+    Returns ``{"path", "sizes", "dense_bytes"}``: section sizes of the new file and
+    the size of ``best.safetensors``.
     """
     from dslrec import models
     from dslrec.training import rundir
-    from dslrec.training.run import load_dataset, resolve_settings
+    from dslrec.training.run import resolve_settings
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -309,30 +313,39 @@ def export(run_dir: str | Path, out_path: str | Path | None = None, dtype: str =
                               "export a finished run")
     cfg = resolve_settings(config_file=run_dir / rundir.CONFIG)
     summary = json.loads((run_dir / rundir.SUMMARY).read_text())
-    if dataset is None:
-        dataset = load_dataset(cfg)
-    expected = summary.get("dataset", {})
-    got = dataset.sizes()
-    diff = [k for k in ("users", "items", "train") if k in expected and expected[k] != got[k]]
-    if diff:
-        raise DslrecError(
-            f"the dataset loaded for {run_dir} ({cfg.dataset!r}: {got['users']} users, {got['items']} items, "
-            f"{got['train']} training interactions) is not the one the run trained on ({expected.get('users')} "
-            f"users, {expected.get('items')} items, {expected.get('train')}); pass the training dataset "
-            "(export(..., dataset=ds))"
-        )
+    if dataset is None and not rundir.has_data(run_dir):
+        raise DslrecError(f"{run_dir} has no {rundir.DATA_INFO}: it was trained by an older dslrec that did not keep "
+                          "its training data (export would have to re-read the source); retrain it with this version, "
+                          "or from Python pass the training data: export(run_dir, dataset=...)")
+    stored, item_counts = rundir.read_data(run_dir) if rundir.has_data(run_dir) else (None, None)
+    if dataset is not None:
+        expected = summary.get("dataset", {})
+        got = dataset.sizes()
+        diff = [k for k in ("users", "items", "train") if k in expected and expected[k] != got[k]]
+        if stored is not None and not diff:
+            diff = rundir.data_differences(stored, dataset)
+        if diff:
+            raise DslrecError(
+                f"the dataset given for {run_dir} ({dataset.name!r}: {got['users']} users, {got['items']} items, "
+                f"{got['train']} training interactions) is not the one the run trained on ({expected.get('users')} "
+                f"users, {expected.get('items')} items, {expected.get('train')}; differs in: {', '.join(diff)}); "
+                "leave dataset out, the run directory holds its training data"
+            )
+    if stored is not None:
+        dataset = stored
     state = rundir.load_weights(run_dir / rundir.BEST)
     masks = rundir.load_weights(run_dir / rundir.BEST_MASKS) if (run_dir / rundir.BEST_MASKS).is_file() else None
     model = models.build(cfg.model, dataset, **cfg.model_options)
-    try:  # the weights must fit the backbone rebuilt from the config and dataset
+    try:  # the weights must fit the backbone rebuilt from the config and the training data
         model.load_state_dict(state)
     except RuntimeError as e:
         raise DslrecError(f"{run_dir / rundir.BEST} does not fit a {cfg.model} built from {rundir.CONFIG} "
-                          f"and the dataset ({str(e).splitlines()[0]}); pass the training dataset") from None
+                          f"and the run's training data ({str(e).splitlines()[0]}); the run directory's files "
+                          "do not belong together, retrain the run") from None
     out = Path(out_path) if out_path is not None else run_dir / "model.dslrec"
     header = write_compact(
         out, backbone=cfg.model, model_config=dict(model.config), state=model.state_dict(), masks=masks,
-        dataset=dataset, dtype=dtype, with_seen=with_seen,
+        dataset=dataset, dtype=dtype, with_seen=with_seen, item_counts=item_counts,
         metrics={"valid": summary.get("valid", {}), "test": summary.get("test", {})},
         run={"method": cfg.method, "density": cfg.density, "dataset": dataset.name, "seed": cfg.seed,
              "best_epoch": summary.get("best_epoch"), "params": summary.get("params"),

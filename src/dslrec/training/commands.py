@@ -85,7 +85,8 @@ def register(sub) -> None:
     p.add_argument("--config", help="YAML/JSON file of settings (command-line settings override it)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--out", type=_out_dir, help="run directory (default runs/DATE-MODEL-METHOD-DATASET)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue a run (only --epochs, --device, --eval_batch_size may differ from its config)")
     p.add_argument("--method", choices=("dense", "dsl", "static", "gmp", "oneshot", "lth", "pep"))
     p.add_argument("--density", type=float, help="fraction of sparsifiable weights kept active")
     p.add_argument("--prune", choices=PRUNES)
@@ -136,7 +137,9 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     settings = {k: getattr(args, k) for k in NAMED if getattr(args, k) is not None}
     settings.update(parse_extra(extra))
     if args.resume:
-        summary = train(resume=args.resume, progress=not args.quiet, **settings)
+        # --config and --out are checked against the run (train refuses what would change it)
+        summary = train(resume=args.resume, config_file=args.config, out=args.out, progress=not args.quiet,
+                        **settings)
     else:
         summary = train(settings, config_file=args.config, out=args.out, progress=not args.quiet)
     print(format_summary(summary))

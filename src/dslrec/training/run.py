@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
+import os
 import statistics
 import time
 from pathlib import Path
@@ -15,9 +17,9 @@ from dslrec import __version__
 from dslrec.errors import DslrecError, warn
 from dslrec.training import rundir
 from dslrec.training.budget import Budget
-from dslrec.training.config import RunConfig, read_config_file, resolve, resolve_delta_t
-from dslrec.training.loop import PhaseResult, Trainer, peak_rss_mb, pick_device
-from dslrec.training.methods import build_phases
+from dslrec.training.config import RunConfig, read_config_file, resolve, resolve_delta_t, validate
+from dslrec.training.loop import NonFiniteLoss, PhaseResult, Trainer, peak_rss_mb, pick_device
+from dslrec.training.methods import INIT_WEIGHTS, build_phases
 
 
 def resolve_settings(settings: dict[str, Any] | None = None, config_file: str | Path | None = None,
@@ -126,20 +128,40 @@ def train(settings: dict[str, Any] | None = None, *, config_file: str | Path | N
     >>> summary = dslrec.train(model="mf", dataset="ml-100k", method="dsl", density=0.2, epochs=20)
     >>> summary["test"]["recall@20"]
 
-    ``dataset`` may be a ready :class:`dslrec.data.Dataset` (then ``settings['dataset']``
-    is only its label). ``resume`` continues an interrupted run from its directory.
+    ``dataset`` is a setting like any other (a registered name or a path); a ready
+    :class:`dslrec.data.Dataset` is trained on as it is (then ``settings['dataset']``
+    is only its label). ``resume`` continues a run from its directory with its
+    saved settings: only ``epochs`` (see :func:`check_epochs_change`), ``device``
+    and ``eval_batch_size`` may differ, anything else is refused before a file is
+    written. A run that fails before its first checkpoint leaves no directory behind.
     """
-    checkpoint = None
+    dataset = dataset_argument(dataset, overrides)
+    checkpoint, recorded = None, None
     if resume is not None:
         run_dir = Path(resume)
-        cfg = resolve_settings(config_file=run_dir / rundir.CONFIG, **overrides)
-        checkpoint = rundir.load_checkpoint(run_dir)
+        cfg, recorded, checkpoint = resume_settings(run_dir, settings, config_file, out, overrides)
+        created = False
     else:
         cfg = resolve_settings(settings, config_file, **overrides)
         run_dir = Path(out) if out is not None else default_run_dir(cfg)
         if (run_dir / rundir.CHECKPOINT).exists():
             raise DslrecError(f"{run_dir} already holds a run; resume it with --resume {run_dir} "
                               "or choose another --out")
+        created = not run_dir.exists()
+    try:
+        return _train_in(run_dir, cfg, recorded, checkpoint, dataset, progress)
+    except BaseException as e:
+        if created and remove_failed_run_dir(run_dir) and isinstance(e, NonFiniteLoss):
+            # the loop's message promises a checkpoint that this early failure never wrote
+            raise NonFiniteLoss(str(e).replace(f"its last good checkpoint is kept in {run_dir}",
+                                               f"nothing was saved ({run_dir} was removed)")) from None
+        raise
+
+
+def _train_in(run_dir: Path, cfg: RunConfig, recorded: RunConfig | None, checkpoint: dict | None, dataset,
+              progress: bool) -> dict:
+    """The run itself. ``recorded``: a resumed run's settings as its config.yaml keeps them (``cfg``
+    less the settings of this session only); None for a new run."""
     run_dir.mkdir(parents=True, exist_ok=True)
 
     from dslrec import models
@@ -150,6 +172,8 @@ def train(settings: dict[str, Any] | None = None, *, config_file: str | Path | N
     if dataset is None:
         dataset = load_dataset(cfg, progress)
     dataset.check_usable(cold_users=cfg.cold_users)
+    if checkpoint is not None:
+        check_same_data(run_dir, dataset)
     device = pick_device(cfg.device)
     model = models.build(cfg.model, dataset, **cfg.model_options).to(device)
     budget = Budget(model, cfg)
@@ -158,9 +182,13 @@ def train(settings: dict[str, Any] | None = None, *, config_file: str | Path | N
                       evaluator=make_evaluator(cfg, dataset), budget=budget,
                       reference=popular["valid"].get(cfg.metric))
     delta_t_source = resolve_interval(cfg, trainer.steps_per_epoch)
+    if recorded is None:
+        recorded = cfg
+    else:  # a resumed run's config.yaml holds the delta_t it resolved at its start
+        recorded.delta_t = cfg.delta_t
     if cfg.method in ("dsl", "gmp"):
         trainer.say(f"delta_t = {cfg.delta_t} iterations ({delta_t_source})")
-    rundir.write_config(run_dir, cfg.to_dict())
+    write_run_files(run_dir, recorded, dataset, resumed=checkpoint is not None)
     phases = build_phases(cfg, model, run_dir)
 
     start_phase, phase_resume, previous = 0, None, None
@@ -169,7 +197,7 @@ def train(settings: dict[str, Any] | None = None, *, config_file: str | Path | N
         trainer.global_epoch = int(checkpoint["global_epoch"])
         budget.load_state_dict(checkpoint["budget"])
         start_phase = int(checkpoint["phase"])
-        if checkpoint["phase_done"]:
+        if checkpoint["phase_done"] and not extends_finished_phase(checkpoint, cfg, phases):
             start_phase += 1
             model.load_state_dict(checkpoint["model"])
             # the checkpoint's best epoch is the finished phase's (also when that was the last phase)
@@ -200,7 +228,7 @@ def train(settings: dict[str, Any] | None = None, *, config_file: str | Path | N
         "model": cfg.model,
         "method": cfg.method,
         "dataset": {**dataset.sizes(), "cold_users_policy": cfg.cold_users},
-        "config": cfg.to_dict(),
+        "config": recorded.to_dict(),
         "delta_t": {"iterations": cfg.delta_t, "source": delta_t_source},
         "best_epoch": result.best_epoch,
         "epochs_run": trainer.global_epoch,
@@ -222,9 +250,181 @@ def train(settings: dict[str, Any] | None = None, *, config_file: str | Path | N
     if device.type == "cuda":
         summary["peak_cuda_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     summary["cost"] = run_cost(model, dataset, cfg, run_dir, summary)
+    if not rundir.has_data(run_dir):  # a run begun by an older dslrec: keep the data it finished on
+        rundir.save_data(run_dir, dataset)
     best, reference = (result.best_valid or {}).get(cfg.metric), popular["valid"].get(cfg.metric)
     if best is not None and reference is not None and best <= reference:
         warn(f"the model's best validation {cfg.metric} ({best:.4f}) does not beat ranking by popularity "
              f"({reference:.4f}); train for more --epochs or raise --lr")
     rundir.write_json(run_dir / rundir.SUMMARY, summary)
     return summary
+
+
+# --- the dataset argument -----------------------------------------------------------------
+
+def dataset_argument(dataset, overrides: dict[str, Any]):
+    """``train(dataset=...)``: a name or a path is the ``dataset`` setting (moved into
+    ``overrides``); a :class:`dslrec.data.Dataset` is returned to be trained on as it is."""
+    from dslrec.data.dataset import Dataset
+
+    if dataset is None or isinstance(dataset, Dataset):
+        return dataset
+    if isinstance(dataset, (str, os.PathLike)):
+        overrides["dataset"] = os.fspath(dataset)
+        return None
+    raise DslrecError(f"dataset must be a name, a path or a dslrec.data.Dataset, got a {type(dataset).__name__}; "
+                      "load one with dslrec.data.load(NAME_OR_PATH)")
+
+
+# --- resuming -----------------------------------------------------------------------------
+
+# Settings a resumed run may change. `epochs` is recorded in config.yaml (it changes what is
+# trained, see check_epochs_change); the others only affect this session and are not recorded.
+SESSION_SETTINGS = ("device", "eval_batch_size")
+RESUMABLE_CHANGES = ("epochs", *SESSION_SETTINGS)
+SINGLE_PHASE = ("dense", "dsl", "static", "gmp", "pep")
+
+
+def _flat(cfg: RunConfig) -> dict[str, Any]:
+    d = cfg.to_dict()
+    options = d.pop("model_options")
+    return {**d, **options}
+
+
+def resume_settings(run_dir: Path, settings: dict | None, config_file, out,
+                    overrides: dict[str, Any]) -> tuple[RunConfig, RunConfig, dict]:
+    """(settings of this session, settings config.yaml records, checkpoint) of a resumed run.
+
+    Everything that would make the resumed run differ from its config.yaml is refused here,
+    before a file is written: settings other than ``RESUMABLE_CHANGES`` that differ from the
+    saved ones (``--config`` files count as given settings), another ``--out``, and epochs
+    changes that ``check_epochs_change`` cannot make exact.
+    """
+    if out is not None and Path(out).resolve() != run_dir.resolve():
+        raise DslrecError(f"--out {out} cannot be used with --resume {run_dir}: a resumed run stays in its own "
+                          "directory; drop --out (or copy the run directory first and resume the copy)")
+    checkpoint = rundir.load_checkpoint(run_dir)
+    saved_file = run_dir / rundir.CONFIG
+    if not saved_file.is_file():
+        raise DslrecError(f"{run_dir} has no {rundir.CONFIG}, so its settings are unknown; it cannot be resumed, "
+                          "start a new run")
+    saved = resolve_settings(config_file=saved_file)
+    asked: dict[str, Any] = {}
+    if config_file is not None:
+        asked.update(read_config_file(config_file))
+    asked.update(settings or {})
+    asked.update(overrides)
+    asked = {k.replace("-", "_"): v for k, v in asked.items() if v is not None}
+    if "model" in asked and str(asked["model"]) != saved.model:
+        # another backbone may not even accept the saved model options: refuse it first
+        _refuse_changes(run_dir, {"model": (saved.model, asked["model"])})
+    cfg = resolve_settings(asked, saved_file)
+    old, new = _flat(saved), _flat(cfg)
+    _refuse_changes(run_dir, {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
+                              if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES})
+    check_epochs_change(run_dir, saved, cfg.epochs, checkpoint)
+    recorded = dataclasses.replace(saved, epochs=cfg.epochs)
+    validate(recorded)
+    return cfg, recorded, checkpoint
+
+
+def _refuse_changes(run_dir: Path, refused: dict[str, tuple[Any, Any]]) -> None:
+    if refused:
+        listed = ", ".join(f"{k} ({a!r} -> {b!r})" for k, (a, b) in refused.items())
+        raise DslrecError(f"--resume {run_dir} continues the run with the settings in its {rundir.CONFIG}; "
+                          f"refusing to change {listed} (only {', '.join(RESUMABLE_CHANGES)} may change on resume; "
+                          "start a new run with --out for other settings)")
+
+
+def check_epochs_change(run_dir: Path, saved: RunConfig, epochs: int, checkpoint: dict) -> None:
+    """Refuse an ``epochs`` change on resume unless the resumed run is exactly the run a fresh
+    start with the new ``epochs`` would have been (same seed, CPU), so that config.yaml always
+    describes what was trained.
+
+    That needs one phase (the phases of oneshot and lth are built from ``epochs``), no epoch
+    trained beyond the new count, and nothing so far that depended on the total number of
+    steps: a cosine learning rate, DSL's cosine/linear update ratio or ``explore_until``, GMP's
+    ramp and PEP's deadline all do; so does an evaluation forced at the old last epoch off the
+    ``eval_every`` grid, or a DSL mask update skipped because its step was the old last one. An
+    early-stopped run extended stays as it is: a longer fresh run stops at the same epoch.
+    """
+    if epochs == saved.epochs:
+        return
+    change = f"--epochs {epochs} on resume (the run was set to {saved.epochs})"
+    if saved.method not in SINGLE_PHASE:
+        raise DslrecError(f"{change} is refused for a {saved.method} run: its phases are built from epochs; "
+                          f"start a new run with --epochs {epochs}")
+    done = int(checkpoint["global_epoch"])
+    if epochs < done:
+        raise DslrecError(f"{change} is refused: {run_dir} has already trained {done} epochs; "
+                          f"pass --epochs {done} or more, or start a new run")
+    reasons = []
+    if saved.lr_schedule != "constant":
+        reasons.append(f"the {saved.lr_schedule} learning rate spans the total steps")
+    if saved.method == "dsl" and saved.schedule != "constant":
+        reasons.append(f"DSL's {saved.schedule} update ratio spans the total steps")
+    if saved.method == "dsl" and saved.explore_until < 1.0:
+        reasons.append("explore_until is a fraction of the total steps")
+    if saved.method in ("gmp", "pep"):
+        reasons.append(f"{saved.method}'s pruning schedule spans the total steps")
+    stopped = saved.patience > 0 and int(checkpoint["bad_evals"]) >= saved.patience
+    if not checkpoint["phase_done"] and epochs == done and done % saved.eval_every:
+        reasons.append(f"its epoch {done}, the last one now, was not evaluated (eval_every={saved.eval_every})")
+    if checkpoint["phase_done"] and not stopped:  # it ran to its last epoch
+        if done % saved.eval_every:
+            reasons.append(f"its last epoch ({done}) was evaluated off the eval_every={saved.eval_every} grid")
+        step = int(checkpoint.get("engine", {}).get("step", 0))
+        if saved.method == "dsl" and step % saved.delta_t == 0:
+            reasons.append(f"the mask update due at its last step ({step}) was skipped")
+    if reasons:
+        raise DslrecError(f"{change} is refused: the result would not be that of a run trained for {epochs} epochs "
+                          f"({'; '.join(reasons)}); start a new run with --epochs {epochs}")
+
+
+def extends_finished_phase(checkpoint: dict, cfg: RunConfig, phases: list) -> bool:
+    """A run whose single phase ran to its last epoch and was given more epochs trains on."""
+    stopped = cfg.patience > 0 and int(checkpoint["bad_evals"]) >= cfg.patience
+    return len(phases) == 1 and not stopped and int(checkpoint["epoch"]) < phases[int(checkpoint["phase"])].epochs
+
+
+def check_same_data(run_dir: Path, dataset) -> None:
+    """A resumed run must train on the data it began with (a re-ordered file gives other ids)."""
+    if not rundir.has_data(run_dir):
+        return
+    stored, _ = rundir.read_data(run_dir)
+    diff = rundir.data_differences(stored, dataset)
+    if diff:
+        raise DslrecError(f"the dataset loaded to resume {run_dir} ({dataset.name!r}) is not the one the run began "
+                          f"with (differs in: {', '.join(diff)}); resume with the same data, or start a new run")
+
+
+# --- the run directory --------------------------------------------------------------------
+
+def write_run_files(run_dir: Path, recorded: RunConfig, dataset, resumed: bool) -> None:
+    """config.yaml and the run's training data, before the first epoch. A resumed run rewrites
+    its config only when it changed (more epochs), so a refused or failed resume changes nothing."""
+    if not resumed:
+        rundir.save_data(run_dir, dataset)
+    path = run_dir / rundir.CONFIG
+    if resumed and resolve_settings(config_file=path) == recorded:
+        return
+    rundir.write_config(run_dir, recorded.to_dict())
+
+
+# what a run writes before its first checkpoint (and nothing else) is removed when it fails
+EARLY_FILES = (rundir.CONFIG, rundir.DATA, rundir.DATA_INFO, rundir.BEST, rundir.BEST_MASKS, rundir.LOG,
+               INIT_WEIGHTS)
+
+
+def remove_failed_run_dir(run_dir: Path) -> bool:
+    """Remove the directory of a run that failed before its first checkpoint (the caller created
+    it): the files the run wrote, then the folder if nothing else is in it. True if removed."""
+    if (run_dir / rundir.CHECKPOINT).exists() or not run_dir.is_dir():
+        return False
+    for name in EARLY_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+    try:
+        run_dir.rmdir()
+    except OSError:  # something else is in it: leave it
+        return False
+    return True
