@@ -103,12 +103,16 @@ def test_utf8_table_reads_without_a_warning(tmp_path, recwarn):
     assert not [w for w in recwarn if "UTF-8" in str(w.message)]
 
 
-def test_cli_prints_dslrec_warnings_as_one_line(tmp_path, capsys):
+def test_cli_prints_dslrec_warnings_as_one_line(tmp_path):
+    import subprocess
+    import sys
+
     path = tmp_path / "lat.csv"
     latin1_table(path, ",", "user,item,rating")
-    assert main(["data", "info", str(path)]) == 0
-    err = capsys.readouterr().err
-    assert err == f"dslrec: warning: {path} is not UTF-8; read it as latin-1 (ids stay distinct); " \
+    done = subprocess.run([sys.executable, "-m", "dslrec.cli", "data", "info", str(path)], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0
+    assert done.stderr == f"dslrec: warning: {path} is not UTF-8; read it as latin-1 (ids stay distinct); " \
                   "re-save it as UTF-8 if raw ids must print correctly\n"
 
 

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
-import warnings
 
 from dslrec import __version__
 from dslrec.errors import DslrecError
@@ -31,22 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 def main(argv: list[str] | None = None) -> int:
-    with warnings.catch_warnings():  # puts warnings.showwarning back when main returns
-        default = warnings.showwarning
-
-        def show(message, category, filename, lineno, file=None, line=None):
-            # dslrec's own warnings print as one line, like its errors; others keep Python's format
-            if os.path.abspath(filename).startswith(_PACKAGE_DIR + os.sep):
-                print(f"dslrec: warning: {message}", file=file or sys.stderr)
-            else:
-                default(message, category, filename, lineno, file, line)
-
-        warnings.showwarning = show
-        return _main(argv)
+    # dslrec's own warnings (DslrecWarning) print as one line, like its errors: see dslrec.errors
+    return _main(argv)
 
 
 def _main(argv: list[str] | None) -> int:

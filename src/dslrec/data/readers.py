@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import csv
 import re
-import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from dslrec.errors import DslrecError
+from dslrec.errors import DslrecError, warn
 
 TRAIN, VALID, TEST = 0, 1, 2  # values of InteractionLog.split
 FORMATS = ("lightgcn", "lines", "inter", "csv", "citeulike")
@@ -360,8 +359,8 @@ def _read_table(path: Path, sep: str, names: list[str], columns: dict | None, ki
     try:
         return _read_table_encoded(path, sep, names, columns, kind, "utf-8")
     except UnicodeDecodeError:
-        warnings.warn(f"{path} is not UTF-8; read it as latin-1 (ids stay distinct); "
-                      "re-save it as UTF-8 if raw ids must print correctly", stacklevel=2)
+        warn(f"{path} is not UTF-8; read it as latin-1 (ids stay distinct); "
+                      "re-save it as UTF-8 if raw ids must print correctly")
         return _read_table_encoded(path, sep, names, columns, kind, "latin-1")
 
 
