@@ -79,13 +79,13 @@ def test_sparse_settings_have_one_definition():
 def test_engine_settings_reach_the_command_line_and_yaml(tmp_path, small):
     conf = tmp_path / "c.yaml"
     conf.write_text(yaml.safe_dump(dict(model="mf", dataset="synthetic", method="gmp", density=0.5, epochs=2,
-                                        gmp_start=0.0, gmp_end=0.5, exclude=["item*"], accumulate_steps=None)))
+                                        gmp_start=0.0, gmp_end=0.5, exclude=["item.*"], accumulate_steps=None)))
     out = tmp_path / "run"
     assert main(["train", "--config", str(conf), "--out", str(out), "--quiet", "--gmp_end", "0.25",
                  "--pep_deadline", "0.5"]) == 0
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert (saved["gmp_end"], saved["exclude"], saved["pep_deadline"], saved["accumulate_steps"]) == \
-        (0.25, ["item*"], 0.5, None)
+        (0.25, ["item.*"], 0.5, None)
     summary = json.loads((out / "summary.json").read_text())
     # only the user table is sparsified: the excluded item table keeps every weight
     assert summary["params"]["sparsifiable"] == summary["params"]["total"] // 2

@@ -68,6 +68,9 @@ class RunConfig(SparseSettings):
     # sparse training (more settings of dslrec.sparse below)
     method: str = "dense"
     density: float = 1.0
+    scope: str = "per_row"  # per_row | per_tensor | global (per_tensor for pep and init erk unless set)
+    grow: str = "accumulated"  # growth criterion (DSL)
+    accumulate_steps: int | None = None  # steps of gradient growth sums before an update (null: all delta_t)
     delta_t: int | None = None  # iterations between mask updates (default: from delta_t_epochs, resolved at the start)
     delta_t_epochs: float = DELTA_T_EPOCHS  # the rule: delta_t = round(delta_t_epochs * steps per epoch)
     preset: str | None = None  # a named group of settings (PRESETS); explicit settings override it
@@ -114,12 +117,15 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 # Named groups of settings (--preset NAME), applied over the backbone's defaults and under any
 # setting given explicitly (config file, command line, keyword).
 PRESETS: dict[str, dict[str, Any]] = {
-    # the paper's settings for the backbone, its per-backbone delta_t included (faithful reproductions)
-    "paper": {},
-    # the DSL variant we recommend: every user/item row keeps its own budget, and growth follows the
-    # gradient summed over the whole interval since the last update (README, Results)
+    # the paper's DSL and the backbone's paper settings, its per-backbone delta_t included (faithful
+    # reproductions): one budget per tensor, growth by the gradient of one batch
+    "paper": {"scope": "per_tensor", "grow": "gradient", "accumulate_steps": 20},
+    # DSL as we recommend it, the run's defaults: every user/item row keeps its own budget, and growth
+    # follows the gradient summed over the whole interval since the last update (README, Results)
     "recommended": {"method": "dsl", "scope": "per_row", "grow": "accumulated", "accumulate_steps": None},
 }
+# scopes that allocate per tensor: a run's default per_row scope gives way to per_tensor for them
+PER_TENSOR_ONLY = {"method": "pep", "init": "erk"}
 _FIELD_TYPES = {f.name: str(f.type) for f in dataclasses.fields(RunConfig)}
 
 
@@ -206,6 +212,9 @@ def resolve(settings: dict[str, Any], backbone_settings, model_kwargs) -> RunCon
     if settings.get("method", merged.get("method", RunConfig.method)) == "dense":
         merged.pop("density", None)
     merged.update(settings)
+    if "scope" not in settings and "scope" not in PRESETS.get(preset, {}):
+        if any(str(merged.get(k)) == v for k, v in PER_TENSOR_ONLY.items()):
+            merged["scope"] = "per_tensor"
     valid_model_keys = set(model_kwargs(model))
     model_defaults = model_kwargs(model)  # option -> default (a plain list of names has no defaults)
     model_defaults = model_defaults if isinstance(model_defaults, dict) else {}
