@@ -136,7 +136,7 @@ def test_backbone_options_read_from_source_match_the_models(name):
     assert set(BACKBONES) == set(models.BACKBONES)
     options, paper = backbone_source(name)
     assert options == models.model_kwargs(name)
-    assert paper == {PAPER_KEY_ALIASES.get(k, k): v for k, v in models.paper_settings(name).items()}
+    assert paper == {PAPER_KEY_ALIASES.get(k, k): v for k, v in models.default_settings(name).items()}
 
 
 def test_readme_settings_section_lists_every_setting():

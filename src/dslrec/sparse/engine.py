@@ -151,6 +151,17 @@ class SparseEngine:
             return all(b <= target for b, target in zip(self.budgets, self.targets))
         return True
 
+    def settled(self) -> bool:
+        """Whether the masks have settled enough for a validation plateau to mean something: DSL's
+        update ratio has decayed to half its start or below (or exploration is over; a constant ratio
+        never decays, so it counts as settled); other methods once at their target."""
+        cfg = self.cfg
+        if cfg.method != "dsl" or cfg.schedule == "constant":
+            return self.at_target()
+        if self.t >= cfg.explore_until * self.total_steps:
+            return True
+        return self.zeta() <= 0.5 * cfg.zeta0
+
     def row_counts(self, name: str) -> Tensor:
         """Active weights per row (dim 0) of a sparsified tensor, as int64 on its device."""
         if name not in self.params:

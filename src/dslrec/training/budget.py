@@ -27,7 +27,7 @@ class Budget:
         from dslrec.sparse import sparsifiable_parameters
 
         self.total = count_parameters(model)
-        self.sparsifiable = sum(p.numel() for _, p in sparsifiable_parameters(model))
+        self.sparsifiable = sum(p.numel() for _, p in sparsifiable_parameters(model, cfg.include, cfg.exclude))
         self.target_active = self.total - self.sparsifiable + round(cfg.density * self.sparsifiable)
         self.peak = 0
         self.weighted_sum = 0.0

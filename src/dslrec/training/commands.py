@@ -232,7 +232,8 @@ def setting_groups() -> list[tuple[str, list[tuple[str, str]]]]:
 
 @functools.lru_cache(maxsize=None)
 def backbone_source(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(constructor options and their defaults, paper settings) of backbone ``name``.
+    """(constructor options and their defaults, the run's default settings) of backbone ``name``:
+    its paper settings without ``delta_t``, changed by its ``DEFAULT_CHANGES``.
 
     Read from ``dslrec/models/NAME.py`` with ``ast``, not imported (that would import
     torch); tests check that this agrees with ``dslrec.models``. A default that is not a
@@ -253,6 +254,7 @@ def backbone_source(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
 
     options: dict[str, Any] = {}
     paper: dict[str, Any] = {}
+    changes: dict[str, Any] = {}
     for node in tree.body:
         if isinstance(node, ast.FunctionDef) and node.name == "build":
             a = node.args
@@ -264,11 +266,18 @@ def backbone_source(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
             value = literal(node.value)
             if isinstance(value, dict):
                 paper = {PAPER_KEY_ALIASES.get(k, k): v for k, v in value.items()}
-    return options, paper
+        elif isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "DEFAULT_CHANGES" for t in node.targets):
+            value = literal(node.value)
+            if isinstance(value, dict):
+                changes = {PAPER_KEY_ALIASES.get(k, k): v for k, v in value.items()}
+    # a run's defaults: the paper's, without its delta_t (the run-length rule), with dslrec's changes
+    defaults = {k: v for k, v in paper.items() if k != "delta_t"}
+    defaults.update(changes)
+    return options, defaults
 
 
 def paper_keys() -> set[str]:
-    """Settings that some backbone's paper settings replace."""
+    """Settings that some backbone's default settings replace."""
     return {k for name in BACKBONES for k in backbone_source(name)[1]}
 
 
@@ -287,15 +296,16 @@ def settings_help() -> str:
         return [first + lines[0]] + [" " * len(first) + rest for rest in lines[1:]]
 
     out = ["Any setting below is accepted as --key value or --key=value (- and _ are the same).",
-           "Settings resolve in this order: the defaults shown < the backbone's paper settings",
-           "(*, below) < a --config file < the command line. README, section \"Settings\", has the table."]
+           "Settings resolve in this order: the defaults shown < the backbone's settings (*, below)",
+           "< --preset < a --config file < the command line. README, section \"Settings\", has the table."]
     for title, rows in groups:
         out += ["", f"{title}:"]
         for key, meaning in rows:
             value = show_value(defaults[key]) + ("*" if key in replaced else "")
             out += wrapped(f"  --{key:<{key_w - 2}}{value:<{val_w}} ", meaning)
     name_w = max(map(len, BACKBONES)) + 2
-    out += ["", "* the backbone's paper settings replace these defaults (density only for sparse methods):"]
+    out += ["", "* the backbone's settings replace these defaults (density only for sparse methods): its paper's,",
+            "  with delta_t left to delta_t_epochs and its DEFAULT_CHANGES; --preset paper restores the paper's:"]
     for name, (_, paper) in papers.items():
         text = ", ".join(f"{k} {show_value(v)}" for k, v in paper.items())
         out += wrapped(f"  {name:<{name_w}}", text)

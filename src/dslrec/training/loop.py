@@ -92,6 +92,13 @@ def save_masks(run_dir: Path, engine) -> None:
         rundir.save_weights(path, {k: m.to(torch.uint8) for k, m in engine.masks.items()})
 
 
+def settled(engine) -> bool:
+    """Early stopping counts only once a sparse run's masks have settled (DSL: its update ratio has
+    decayed to half its start): while DSL still moves a large share of its weights at every update,
+    a validation plateau says little about where the run ends (dslrec's defaults, README)."""
+    return engine is None or getattr(engine, "settled", lambda: True)()
+
+
 def clone_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
@@ -191,7 +198,7 @@ class Trainer:
                     best_state = clone_state(model)
                     rundir.save_weights(self.run_dir / rundir.BEST, best_state)
                     save_masks(self.run_dir, engine)
-                elif eligible and self.learning(best_metric, first_metric):
+                elif eligible and self.learning(best_metric, first_metric) and settled(engine):
                     bad_evals += 1
                 self.say(f"epoch {self.global_epoch:4d} [{phase.name}] loss {loss:.4f}  "
                          f"{cfg.metric} {value:.4f}  ({train_s:.1f}s)")

@@ -53,7 +53,7 @@ def build_phases(cfg: RunConfig, model: torch.nn.Module, run_dir: Path) -> list[
     def pruned_masks(phase: Phase, density: float):
         """Masks keeping the largest-magnitude weights of the previous phase's best model."""
         def masks():
-            params = dict(sparsifiable_parameters(model))
+            params = dict(sparsifiable_parameters(model, cfg.include, cfg.exclude))
             return magnitude_masks(params, density, cfg.scope)
         return masks
 
