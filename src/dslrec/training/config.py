@@ -61,7 +61,7 @@ class RunConfig(SparseSettings):
     # evaluation and model selection
     eval_every: int = 1
     metric: str = "recall@20"
-    patience: int = 10  # evaluations without improvement before stopping (0 = never), counted once the model beats popularity
+    patience: int = 10  # evaluations without improvement before stopping (0 = never), counted once the model beats popularity (and DSL has settled)
     ks: list[int] = field(default_factory=lambda: [20])
     eval_batch_size: int = 1024
     cold_users: str = "drop"  # users with valid/test items but no training ones: drop | popular (ranked by popularity)
