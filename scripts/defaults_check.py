@@ -40,12 +40,11 @@ SEEDS = (0, 1)
 
 
 def learn_grid() -> list[tuple[str, dict]]:
-    jobs = []
-    for backbone in BACKBONES:
-        for data in DATASETS:
-            if backbone == "lightgcn" and data == "ml-1m":
-                continue  # about 40 s an epoch on this CPU: out of reach of a default-epochs run here
-            jobs.append((f"learn/{backbone}/{data}/dense/seed0", dict(model=backbone, dataset=data, seed=0)))
+    """Dense with only --model and --dataset: MF on every dataset here, the other backbones on ml-100k
+    (on 2 CPU cores their default runs on the larger sets take from tens of minutes to hours)."""
+    jobs = [(f"learn/mf/{data}/dense/seed0", dict(model="mf", dataset=data, seed=0)) for data in DATASETS]
+    jobs += [(f"learn/{b}/ml-100k/dense/seed0", dict(model=b, dataset="ml-100k", seed=0))
+             for b in BACKBONES if b != "mf"]
     return jobs
 
 
@@ -120,13 +119,20 @@ def interval_table(results: dict) -> str:
             rel.setdefault((data, float(density), float(e)), []).append(
                 r["valid"]["recall@20"] / dense["valid"]["recall@20"])
     cols = sorted({(d, den) for d, den, _ in rel})
-    lines = ["| delta_t_epochs | " + " | ".join(f"{d} @{den}" for d, den in cols) + " | mean |",
-             "| --- |" + " --- |" * (len(cols) + 1)]
+    lines = ["| delta_t_epochs | " + " | ".join(f"{d} @{den}" for d, den in cols) + " | worst | mean |",
+             "| --- |" + " --- |" * (len(cols) + 2)]
+    worst = {}
     for e in sorted({k[2] for k in rel}):
         cells = [statistics.mean(rel[(d, den, e)]) if (d, den, e) in rel else None for d, den in cols]
         known = [c for c in cells if c is not None]
+        if len(known) == len(cols):  # only values run everywhere compete
+            worst[e] = min(known)
         lines.append(f"| {e:g} | " + " | ".join(f"{c:.1%}" if c is not None else "-" for c in cells)
-                     + f" | {statistics.mean(known):.1%} |")
+                     + f" | {min(known):.1%} | {statistics.mean(known):.1%} |")
+    # the rule must hold on data nobody tuned it on: the value whose worst dataset is best wins
+    if worst:
+        lines.append(f"\nbest worst case: delta_t_epochs {max(worst, key=worst.get):g} "
+                     f"(among the values run on every dataset)")
     return "\n".join(lines)
 
 

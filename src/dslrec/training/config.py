@@ -24,7 +24,7 @@ from dslrec.errors import DslrecError
 from dslrec.sparse.config import SPARSE_KEYS, SparseSettings
 
 # The default exploration interval, in epochs (see README, Results: how it was picked).
-DELTA_T_EPOCHS = 2.0
+DELTA_T_EPOCHS = 1.0
 
 METHODS = ("dense", "dsl", "static", "gmp", "oneshot", "lth", "pep")
 
