@@ -142,7 +142,7 @@ def test_patience_counts_once_the_model_learns(monkeypatch, small, tmp_path):
 @pytest.mark.parametrize("model", ["mf", "lightgcn", "neumf", "multvae"])
 def test_each_backbone_learns_with_dsl_defaults(model, small, tmp_path):
     """Only the model, the method and a few epochs: at least one mask update, and better than popularity."""
-    epochs = {"mf": 40, "lightgcn": 12, "neumf": 5, "multvae": 30}[model]
+    epochs = {"mf": 40, "lightgcn": 12, "neumf": 10, "multvae": 30}[model]
     s = dslrec.train(dict(model=model, method="dsl", epochs=epochs), dataset=small, out=tmp_path / model,
                      progress=False)
     log = [json.loads(line) for line in (tmp_path / model / "log.jsonl").read_text().splitlines()]
