@@ -149,3 +149,39 @@ def test_each_backbone_learns_with_dsl_defaults(model, small, tmp_path):
     assert log[-1]["sparse"]["n_updates"] >= 1
     pop = evaluate(Popularity.from_dataset(small).scorer(), small, split="test", ks=(20,))["recall@20"]
     assert s["test"]["recall@20"] > 1.1 * pop, (s["test"]["recall@20"], pop)
+
+
+def test_numbers_in_exponent_form_are_numbers(tmp_path):
+    # YAML 1.1 reads 1e-3 (no dot) as a string; a learning rate is still written that way
+    assert resolve_settings(dict(lr="1e-3", epochs="1e2", l2="1e-4")).lr == 1e-3
+    conf = tmp_path / "c.yaml"
+    conf.write_text("lr: 1e-3\nmodel: mf\nl2: 1e-4\n")
+    cfg = resolve_settings(config_file=conf)
+    assert cfg.lr == 1e-3 and cfg.model_options["l2"] == 1e-4
+
+
+def test_a_preset_gives_way_to_the_method_or_init_asked_for(capsys, tmp_path):
+    assert resolve_settings(dict(preset="recommended", method="pep", density=0.2)).scope == "per_tensor"
+    assert resolve_settings(dict(preset="recommended", init="erk")).scope == "per_tensor"
+    assert resolve_settings(dict(preset="paper")).method == "dsl"  # the paper's DSL, not a dense run
+    # an explicit per_row with pep is refused while resolving, before anything is written
+    assert main(["train", "--method", "pep", "--density", "0.2", "--scope", "per_row", "--epochs", "1",
+                 "--out", str(tmp_path / "x"), "--quiet"]) == 2
+    assert "scope per_row does not apply to pep" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_popularity_reference_evaluates_the_same_users_as_the_model(tmp_path):
+    from dslrec.data import load
+    from dslrec.training.run import popularity_metrics
+
+    folder = tmp_path / "cold"
+    folder.mkdir()  # users 6 and 7 appear only in test.txt
+    (folder / "train.txt").write_text("".join(f"{u} {' '.join(map(str, range(6 - u)))}\n" for u in range(6)))
+    (folder / "test.txt").write_text("".join(f"{u} {6 + u % 4}\n" for u in range(6)) + "6 0\n7 2 9\n")
+    ds = load(folder, progress=False)
+    assert ds.sizes()["cold_users"]["test"] == 2
+    drop = popularity_metrics(resolve_settings(dict(ks=3, metric="recall@3")), ds)
+    popular = popularity_metrics(resolve_settings(dict(ks=3, metric="recall@3", cold_users="popular")), ds)
+    # the cold users' items are the popular ones (0 and 2): ranking them by popularity hits them
+    assert popular["test"]["recall@3"] > drop["test"]["recall@3"]

@@ -119,7 +119,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 PRESETS: dict[str, dict[str, Any]] = {
     # the paper's DSL and the backbone's paper settings, its per-backbone delta_t included (faithful
     # reproductions): one budget per tensor, growth by the gradient of one batch
-    "paper": {"scope": "per_tensor", "grow": "gradient", "accumulate_steps": 20},
+    "paper": {"method": "dsl", "scope": "per_tensor", "grow": "gradient", "accumulate_steps": 20},
     # DSL as we recommend it, the run's defaults: every user/item row keeps its own budget, and growth
     # follows the gradient summed over the whole interval since the last update (README, Results)
     "recommended": {"method": "dsl", "scope": "per_row", "grow": "accumulated", "accumulate_steps": None},
@@ -147,6 +147,12 @@ def _coerce(key: str, value: Any, declared: str | None = None) -> Any:
         if optional:
             return None
         raise DslrecError(f"setting {key} needs a value ({kind})")
+    if isinstance(value, str) and kind in ("int", "float"):
+        try:  # YAML 1.1 reads 1e-3 (no dot) as a string
+            number = float(value)
+            value = int(number) if kind == "int" and number.is_integer() else number
+        except ValueError:
+            pass
     if key == "k_core" and isinstance(value, list):  # (user_k, item_k): checked in validate()
         return value
     if key == "ks" and isinstance(value, (int, str)):
@@ -212,7 +218,7 @@ def resolve(settings: dict[str, Any], backbone_settings, model_kwargs) -> RunCon
     if settings.get("method", merged.get("method", RunConfig.method)) == "dense":
         merged.pop("density", None)
     merged.update(settings)
-    if "scope" not in settings and "scope" not in PRESETS.get(preset, {}):
+    if "scope" not in settings:  # a preset's per_row gives way too: the method or init was asked for
         if any(str(merged.get(k)) == v for k, v in PER_TENSOR_ONLY.items()):
             merged["scope"] = "per_tensor"
     valid_model_keys = set(model_kwargs(model))
@@ -300,6 +306,8 @@ def validate(cfg: RunConfig) -> None:
     check(cfg.split is None or cfg.split in SPLIT_METHODS,
           f"unknown split {cfg.split!r}; choose one of {', '.join(SPLIT_METHODS)}")
     cfg.check_sparse()
+    check(not (cfg.method == "pep" and cfg.scope == "per_row"),
+          "scope per_row does not apply to pep (its thresholds choose the mask); use --scope per_tensor or global")
 
 
 def _is_int(value: Any) -> bool:

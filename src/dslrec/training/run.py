@@ -91,8 +91,10 @@ def popularity_metrics(cfg: RunConfig, dataset) -> dict[str, dict[str, float]]:
     from dslrec.models.popularity import Popularity
 
     scorer = Popularity.from_dataset(dataset).scorer()
+    # the same users as the model's evaluation (cold users dropped or ranked by popularity alike)
     return {split: {k: float(v) for k, v in evaluate(scorer, dataset, split=split, ks=tuple(cfg.ks),
-                                                     batch_size=cfg.eval_batch_size).items()}
+                                                     batch_size=cfg.eval_batch_size,
+                                                     cold_users=cfg.cold_users).items()}
             for split in ("valid", "test")}
 
 
