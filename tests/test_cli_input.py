@@ -52,7 +52,7 @@ def test_bad_settings_name_the_setting(capsys, tmp_path, args, names):
 
 
 def test_good_values_of_the_new_checks_still_resolve():
-    from dslrec.training.run import resolve_settings
+    from dslrec.settings import resolve_settings
 
     cfg = resolve_settings(dict(seed=2**32 - 1, split_seed=0, ks="5,10", weight_decay=0, momentum=0,
                                 lr_end=0, k_core=[2, 3], min_rating=4, finetune_epochs=2, device="cuda:1",
@@ -166,7 +166,7 @@ def umask_027():
 
 
 def test_atomic_writes_get_the_mode_of_a_normal_file(tmp_path, umask_027):
-    from dslrec.training import rundir
+    from dslrec import rundir
 
     normal = tmp_path / "normal.txt"
     normal.write_text("x")

@@ -131,7 +131,7 @@ def test_settings_help_groups_every_setting_once():
 def test_backbone_options_read_from_source_match_the_models(name):
     from dslrec import models
     from dslrec.training.commands import BACKBONES, backbone_source
-    from dslrec.training.config import PAPER_KEY_ALIASES
+    from dslrec.settings import PAPER_KEY_ALIASES
 
     assert set(BACKBONES) == set(models.BACKBONES)
     options, paper = backbone_source(name)

@@ -13,7 +13,7 @@ from dslrec.cli import main
 from dslrec.data import Dataset, csr_from_pairs
 from dslrec.errors import DslrecError
 from dslrec.evaluate import evaluate, rank_users
-from dslrec.training.run import resolve_settings
+from dslrec.settings import resolve_settings
 
 
 def pairs_dataset(train, valid, test, n_users, n_items) -> Dataset:

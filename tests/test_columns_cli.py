@@ -9,7 +9,7 @@ import yaml
 
 from dslrec.cli import main
 from dslrec.errors import DslrecError
-from dslrec.training.run import resolve_settings
+from dslrec.settings import resolve_settings
 
 COLUMNS = "user=Kunde,item=Artikel,rating=Sterne,timestamp=Zeit"
 

@@ -15,9 +15,9 @@ from dslrec.data.synthetic import synthetic_dataset
 from dslrec.evaluate import evaluate
 from dslrec.models.popularity import Popularity
 from dslrec.sparse.config import SPARSE_KEYS, SparseConfig, SparseSettings
-from dslrec.training.config import RunConfig, resolve_delta_t
+from dslrec.settings import RunConfig, resolve_delta_t
 from dslrec.training.methods import sparse_config
-from dslrec.training.run import resolve_settings
+from dslrec.settings import resolve_settings
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,8 @@ from dslrec.data import Dataset, synthetic_dataset
 from dslrec.errors import DslrecError
 from dslrec.evaluate import topk_ordered
 from dslrec.export import Recommender, cost_of_run, export, load, to_module, write_compact
-from dslrec.training import rundir
-from dslrec.training.run import resolve_settings
+from dslrec import rundir
+from dslrec.settings import resolve_settings
 
 K = 20
 OPTIONS = {  # small networks keep the file fast; the structure is the paper's

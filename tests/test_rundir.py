@@ -17,7 +17,7 @@ from dslrec.cli import main
 from dslrec.data.synthetic import synthetic_dataset
 from dslrec.errors import DslrecError
 from dslrec.export import Recommender, export
-from dslrec.training import rundir
+from dslrec import rundir
 
 QUICK = dict(model="mf", dim=16, batch_size=256, lr=5e-3)  # a few steps per epoch on the tiny CSV
 

@@ -41,7 +41,6 @@ order), so a truncated or altered file fails ``load`` with a clear error.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import struct
 from dataclasses import dataclass, field
@@ -54,30 +53,14 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from dslrec.encoding import (checksum, count_dtype, decode_ids, encode_ids, encode_matrix,  # noqa: F401
+                             index_dtype, indptr_of, np_to_torch)
 from dslrec.errors import DslrecError
 
 FORMAT = "dslrec-compact"
 VERSION = 1
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 SECTIONS = {"w/": "weights", "seen/": "seen", "ids/": "ids", "pop/": "popularity"}
-
-
-# --- smallest types ---------------------------------------------------------------
-
-def index_dtype(n_cols: int) -> np.dtype:
-    """Smallest unsigned type for column indices ``0..n_cols-1``."""
-    for dt in (np.uint8, np.uint16, np.uint32):
-        if n_cols <= np.iinfo(dt).max + 1:
-            return np.dtype(dt)
-    return np.dtype(np.int64)
-
-
-def count_dtype(max_count: int) -> np.dtype:
-    """Smallest unsigned type holding counts up to ``max_count``."""
-    for dt in (np.uint8, np.uint16, np.uint32):
-        if max_count <= np.iinfo(dt).max:
-            return np.dtype(dt)
-    return np.dtype(np.int64)
 
 
 def as_2d_shape(shape: tuple[int, ...]) -> tuple[int, int]:
@@ -95,10 +78,6 @@ def csr_nbytes(shape: tuple[int, ...], nnz: int, max_row_count: int, value_bytes
 
 # --- encoding -----------------------------------------------------------------
 
-def _np_to_torch(a: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(a))
-
-
 def encode_csr(weight: torch.Tensor, mask: torch.Tensor, dtype: torch.dtype) -> dict[str, torch.Tensor]:
     """``values``, ``indices``, ``row_counts`` of the active weights of ``weight`` (see module doc)."""
     rows, cols = as_2d_shape(tuple(weight.shape))
@@ -108,72 +87,9 @@ def encode_csr(weight: torch.Tensor, mask: torch.Tensor, dtype: torch.dtype) -> 
     r, c = m.nonzero(as_tuple=True)  # row-major: the CSR order
     return {
         "values": w[r, c].to(dtype).contiguous(),
-        "indices": _np_to_torch(c.numpy().astype(index_dtype(cols))),
-        "row_counts": _np_to_torch(counts.astype(count_dtype(int(counts.max(initial=0))))),
+        "indices": np_to_torch(c.numpy().astype(index_dtype(cols))),
+        "row_counts": np_to_torch(counts.astype(count_dtype(int(counts.max(initial=0))))),
     }
-
-
-def encode_matrix(m: sp.csr_matrix) -> dict[str, torch.Tensor]:
-    """A binary CSR matrix (the seen section) as indices and row counts."""
-    m = sp.csr_matrix(m)
-    m.sort_indices()
-    counts = np.diff(m.indptr)
-    return {
-        "indices": _np_to_torch(m.indices.astype(index_dtype(m.shape[1]))),
-        "row_counts": _np_to_torch(counts.astype(count_dtype(int(counts.max(initial=0))))),
-    }
-
-
-def indptr_of(row_counts: np.ndarray) -> np.ndarray:
-    """Row pointers (int64) from per-row counts."""
-    out = np.zeros(len(row_counts) + 1, dtype=np.int64)
-    np.cumsum(row_counts, out=out[1:])
-    return out
-
-
-def encode_ids(ids: np.ndarray, prefix: str) -> tuple[dict, dict[str, torch.Tensor]]:
-    """(header entry, tensors) for a raw-id array, as compactly as it allows."""
-    ids = np.asarray(ids)
-    kind = "int" if ids.dtype.kind in "iu" else "str"
-    n = len(ids)
-    if kind == "int":
-        ints = ids.astype(np.int64)
-    else:
-        text = ids.astype(str)
-        try:
-            ints = text.astype(np.int64)
-            if not np.array_equal(ints.astype(str), text):  # "007" or "+7" do not round-trip
-                ints = None
-        except (ValueError, OverflowError):
-            ints = None
-        if ints is None:
-            return {"kind": "list", "type": "str", "values": text.tolist()}, {}
-    if np.array_equal(ints, np.arange(n)):
-        return {"kind": "range", "type": kind, "n": n}, {}
-    name = f"ids/{prefix}"
-    return {"kind": "int", "type": kind, "tensor": name}, {name: _np_to_torch(ints)}
-
-
-def decode_ids(entry: dict, tensors: dict[str, torch.Tensor]) -> np.ndarray:
-    """The raw-id array back, strings or int64 as the dataset had them."""
-    if entry["kind"] == "list":
-        return np.asarray(entry["values"], dtype=str)
-    ints = np.arange(entry["n"], dtype=np.int64) if entry["kind"] == "range" else tensors[entry["tensor"]].numpy()
-    return ints.astype(str) if entry["type"] == "str" else ints
-
-
-# --- checksum -----------------------------------------------------------------
-
-def _tensor_bytes(t: torch.Tensor) -> memoryview:
-    return memoryview(t.contiguous().reshape(-1).view(torch.uint8).numpy())
-
-
-def checksum(header_text: str, tensors: dict[str, torch.Tensor]) -> str:
-    h = hashlib.sha256(header_text.encode())
-    for name in sorted(tensors):
-        h.update(name.encode())
-        h.update(_tensor_bytes(tensors[name]))
-    return h.hexdigest()
 
 
 # --- writing ------------------------------------------------------------------
@@ -244,7 +160,7 @@ def write_compact(
     tensors.update(item_tensors)
     train = sp.csr_matrix(dataset.train)
     counts = np.asarray((train != 0).sum(axis=0)).ravel() if item_counts is None else np.asarray(item_counts)
-    tensors["pop/item_counts"] = _np_to_torch(counts.astype(count_dtype(int(counts.max(initial=0)))))
+    tensors["pop/item_counts"] = np_to_torch(counts.astype(count_dtype(int(counts.max(initial=0)))))
     seen = None
     if with_seen:
         for part, value in encode_matrix(train != 0).items():
@@ -273,7 +189,7 @@ def write_compact(
     text = json.dumps(header, separators=(",", ":"), default=_json_default)
     metadata = {"format": FORMAT, "format_version": str(VERSION), "header": text,
                 "sha256": checksum(text, tensors)}
-    from dslrec.training.rundir import atomic_path
+    from dslrec.rundir import atomic_path
 
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
@@ -301,8 +217,8 @@ def export(run_dir: str | Path, out_path: str | Path | None = None, dtype: str =
     the size of ``best.safetensors``.
     """
     from dslrec import models
-    from dslrec.training import rundir
-    from dslrec.training.run import resolve_settings
+    from dslrec import rundir
+    from dslrec.settings import resolve_settings
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():

@@ -354,8 +354,8 @@ def cost_of_run(run_dir, dataset=None) -> dict[str, Any]:
     from pathlib import Path
 
     from dslrec import models
-    from dslrec.training import rundir
-    from dslrec.training.run import load_dataset, resolve_settings
+    from dslrec import rundir
+    from dslrec.settings import load_dataset, resolve_settings
 
     run_dir = Path(run_dir)
     cfg = resolve_settings(config_file=run_dir / rundir.CONFIG)

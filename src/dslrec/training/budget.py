@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from dslrec.training.config import RunConfig
+from dslrec.settings import RunConfig
 
 
 def count_parameters(model: torch.nn.Module) -> int:

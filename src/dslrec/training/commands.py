@@ -1,6 +1,6 @@
 """``dslrec train``: train a backbone, dense or sparse, and write a run directory.
 
-``dslrec train --help`` lists every setting of ``RunConfig`` (training/config.py) with its
+``dslrec train --help`` lists every setting of ``RunConfig`` (settings.py) with its
 default, grouped as the class groups them, and each backbone's options and paper settings,
 read from the backbones' source: building the parser or printing help never imports torch.
 """
@@ -180,7 +180,7 @@ def show_value(value: Any) -> str:
 
 def run_defaults() -> dict[str, Any]:
     """Every RunConfig setting and its default, in the class's order."""
-    from dslrec.training.config import RunConfig
+    from dslrec.settings import RunConfig
 
     base = RunConfig()
     return {f.name: getattr(base, f.name) for f in dataclasses.fields(RunConfig) if f.name != "model_options"}
@@ -195,7 +195,7 @@ def setting_groups() -> list[tuple[str, list[tuple[str, str]]]]:
     import inspect
 
     from dslrec.sparse.config import SparseSettings
-    from dslrec.training.config import RunConfig
+    from dslrec.settings import RunConfig
 
     names = set(run_defaults())
     groups: list[tuple[str, list[tuple[str, str]]]] = [("settings", [])]
@@ -239,7 +239,7 @@ def backbone_source(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
     torch); tests check that this agrees with ``dslrec.models``. A default that is not a
     literal shows as ``?``.
     """
-    from dslrec.training.config import PAPER_KEY_ALIASES
+    from dslrec.settings import PAPER_KEY_ALIASES
 
     spec = importlib.util.find_spec("dslrec.models")  # imports dslrec, not dslrec.models
     path = Path(list(spec.submodule_search_locations)[0]) / f"{name}.py"

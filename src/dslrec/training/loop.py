@@ -25,8 +25,8 @@ from tqdm.auto import tqdm
 
 from dslrec.errors import DslrecError
 from dslrec.progress import progress_bar
-from dslrec.training import rundir
-from dslrec.training.config import RunConfig
+from dslrec import rundir
+from dslrec.settings import RunConfig
 from dslrec.training.records import BudgetSpread
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from dslrec.training import rundir
-from dslrec.training.config import RunConfig
+from dslrec import rundir
+from dslrec.settings import RunConfig
 from dslrec.training.loop import Phase
 
 INIT_WEIGHTS = "init.safetensors"

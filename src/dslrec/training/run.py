@@ -15,33 +15,12 @@ import torch
 
 from dslrec import __version__
 from dslrec.errors import DslrecError, warn
-from dslrec.training import rundir
+from dslrec import rundir
 from dslrec.training.budget import Budget
-from dslrec.training.config import RunConfig, read_config_file, resolve, resolve_delta_t, validate
+from dslrec.settings import (RunConfig, load_dataset, read_config_file, resolve_delta_t,  # noqa: F401
+                             resolve_settings, validate)
 from dslrec.training.loop import NonFiniteLoss, PhaseResult, Trainer, peak_rss_mb, pick_device
 from dslrec.training.methods import INIT_WEIGHTS, build_phases
-
-
-def resolve_settings(settings: dict[str, Any] | None = None, config_file: str | Path | None = None,
-                     **overrides) -> RunConfig:
-    from dslrec import models
-
-    merged: dict[str, Any] = {}
-    if config_file is not None:
-        merged.update(read_config_file(config_file))
-    merged.update(settings or {})
-    merged.update(overrides)
-    return resolve(merged, models.default_settings, models.model_kwargs)
-
-
-def load_dataset(cfg: RunConfig, progress: bool = True):
-    from dslrec import data
-
-    kwargs = {"seed": cfg.split_seed, "progress": progress}
-    for key in ("split", "min_rating", "k_core", "columns", "sep"):
-        if getattr(cfg, key) is not None:
-            kwargs[key] = getattr(cfg, key)
-    return data.load(cfg.dataset, **kwargs)
 
 
 def resolve_interval(cfg: RunConfig, steps_per_epoch: int) -> str:

@@ -117,7 +117,7 @@ def save_data(run_dir: Path, dataset) -> None:
     import numpy as np
     import scipy.sparse as sp
 
-    from dslrec.export.compact import checksum, encode_ids, encode_matrix
+    from dslrec.encoding import checksum, encode_ids, encode_matrix
 
     train = sp.csr_matrix(dataset.train != 0)
     tensors = {f"train/{k}": v for k, v in encode_matrix(train).items()}
@@ -147,7 +147,7 @@ def read_data(run_dir: Path):
     import scipy.sparse as sp
 
     from dslrec.data.dataset import Dataset
-    from dslrec.export.compact import checksum, decode_ids, indptr_of
+    from dslrec.encoding import checksum, decode_ids, indptr_of
 
     run_dir = Path(run_dir)
     if not has_data(run_dir):

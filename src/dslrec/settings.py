@@ -316,3 +316,27 @@ def _is_int(value: Any) -> bool:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def resolve_settings(settings: dict[str, Any] | None = None, config_file: str | Path | None = None,
+                     **overrides) -> RunConfig:
+    """A run's settings from keywords, a config file and overrides, with the backbone's defaults."""
+    from dslrec import models
+
+    merged: dict[str, Any] = {}
+    if config_file is not None:
+        merged.update(read_config_file(config_file))
+    merged.update(settings or {})
+    merged.update(overrides)
+    return resolve(merged, models.default_settings, models.model_kwargs)
+
+
+def load_dataset(cfg: RunConfig, progress: bool = True):
+    """The dataset a run's settings name, filtered and split as they say."""
+    from dslrec import data
+
+    kwargs = {"seed": cfg.split_seed, "progress": progress}
+    for key in ("split", "min_rating", "k_core", "columns", "sep"):
+        if getattr(cfg, key) is not None:
+            kwargs[key] = getattr(cfg, key)
+    return data.load(cfg.dataset, **kwargs)

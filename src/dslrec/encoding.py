@@ -1,0 +1,99 @@
+"""How arrays are stored compactly in safetensors files: the smallest integer types, CSR matrices
+as indices and row counts, raw-id arrays, and a checksum over a header and tensors.
+
+Shared by the run directory (its training data) and the compact model format, so that
+neither has to import the other; it imports nothing else from dslrec.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+
+# --- smallest types ---------------------------------------------------------------
+
+def index_dtype(n_cols: int) -> np.dtype:
+    """Smallest unsigned type for column indices ``0..n_cols-1``."""
+    for dt in (np.uint8, np.uint16, np.uint32):
+        if n_cols <= np.iinfo(dt).max + 1:
+            return np.dtype(dt)
+    return np.dtype(np.int64)
+
+
+def count_dtype(max_count: int) -> np.dtype:
+    """Smallest unsigned type holding counts up to ``max_count``."""
+    for dt in (np.uint8, np.uint16, np.uint32):
+        if max_count <= np.iinfo(dt).max:
+            return np.dtype(dt)
+    return np.dtype(np.int64)
+
+
+def np_to_torch(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a))
+
+
+def encode_matrix(m: sp.csr_matrix) -> dict[str, torch.Tensor]:
+    """A binary CSR matrix (the seen section) as indices and row counts."""
+    m = sp.csr_matrix(m)
+    m.sort_indices()
+    counts = np.diff(m.indptr)
+    return {
+        "indices": np_to_torch(m.indices.astype(index_dtype(m.shape[1]))),
+        "row_counts": np_to_torch(counts.astype(count_dtype(int(counts.max(initial=0))))),
+    }
+
+
+def indptr_of(row_counts: np.ndarray) -> np.ndarray:
+    """Row pointers (int64) from per-row counts."""
+    out = np.zeros(len(row_counts) + 1, dtype=np.int64)
+    np.cumsum(row_counts, out=out[1:])
+    return out
+
+
+def encode_ids(ids: np.ndarray, prefix: str) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(header entry, tensors) for a raw-id array, as compactly as it allows."""
+    ids = np.asarray(ids)
+    kind = "int" if ids.dtype.kind in "iu" else "str"
+    n = len(ids)
+    if kind == "int":
+        ints = ids.astype(np.int64)
+    else:
+        text = ids.astype(str)
+        try:
+            ints = text.astype(np.int64)
+            if not np.array_equal(ints.astype(str), text):  # "007" or "+7" do not round-trip
+                ints = None
+        except (ValueError, OverflowError):
+            ints = None
+        if ints is None:
+            return {"kind": "list", "type": "str", "values": text.tolist()}, {}
+    if np.array_equal(ints, np.arange(n)):
+        return {"kind": "range", "type": kind, "n": n}, {}
+    name = f"ids/{prefix}"
+    return {"kind": "int", "type": kind, "tensor": name}, {name: np_to_torch(ints)}
+
+
+def decode_ids(entry: dict, tensors: dict[str, torch.Tensor]) -> np.ndarray:
+    """The raw-id array back, strings or int64 as the dataset had them."""
+    if entry["kind"] == "list":
+        return np.asarray(entry["values"], dtype=str)
+    ints = np.arange(entry["n"], dtype=np.int64) if entry["kind"] == "range" else tensors[entry["tensor"]].numpy()
+    return ints.astype(str) if entry["type"] == "str" else ints
+
+
+# --- checksum -----------------------------------------------------------------
+
+def _tensor_bytes(t: torch.Tensor) -> memoryview:
+    return memoryview(t.contiguous().reshape(-1).view(torch.uint8).numpy())
+
+
+def checksum(header_text: str, tensors: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256(header_text.encode())
+    for name in sorted(tensors):
+        h.update(name.encode())
+        h.update(_tensor_bytes(tensors[name]))
+    return h.hexdigest()
