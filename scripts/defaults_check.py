@@ -20,12 +20,11 @@ import re
 import statistics
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
-from sparse_accuracy import run_dir_of, run_one  # noqa: E402
+from sparse_accuracy import run_jobs  # noqa: E402
 
 # small and mid-sized data in ../shared/data (ml-100k and citeulike-t are split 80/10/10 per user,
 # ml-1m keeps its own split with validation carved from training)
@@ -168,17 +167,7 @@ def main() -> int:
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     jobs = [(n, s) for n, s in todo if n not in results and (not args.only or re.search(args.only, n))]
     t0 = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=args.workers) as pool:
-        futures = [pool.submit(run_one, n, s, str(out)) for n, s in jobs]
-        for i, f in enumerate(as_completed(futures), 1):
-            name, r = f.result()
-            summary = json.loads((run_dir_of(out, name) / "summary.json").read_text())
-            r["epochs_run"] = summary["epochs_run"]
-            r["delta_t"] = summary.get("delta_t")
-            results[name] = r
-            results_path.write_text(json.dumps(results, indent=1))
-            print(f"[{i}/{len(jobs)}] {name}: valid {r['valid']['recall@20']:.4f} test {r['test']['recall@20']:.4f} "
-                  f"best epoch {r['best_epoch']}/{r['epochs_run']} ({r['time']['train_s']:.0f}s)", flush=True)
+    run_jobs(jobs, results, results_path, out, args.workers)
     print({"learn": learn_table, "interval": interval_table, "dsl": dsl_table}[kind](results))
     compute_s = sum(r["time"]["train_s"] for r in results.values())
     print(f"\n{len(results)} runs, {compute_s / 60:.1f} min of training compute "

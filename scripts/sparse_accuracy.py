@@ -233,7 +233,21 @@ def run_one(name: str, settings: dict, out: str) -> tuple[str, dict]:
         summary = dslrec.train(settings, out=run_dir, progress=False)
     return name, {"test": summary["test"], "valid": summary["valid"], "params": summary["params"],
                   "time": summary["time"], "best_epoch": summary["best_epoch"],
+                  "epochs_run": summary["epochs_run"], "delta_t": summary.get("delta_t"),
                   "config": {k: flat_config(summary).get(k) for k in settings}}
+
+
+def run_jobs(jobs: list[tuple[str, dict]], results: dict, results_path: Path, out: Path, workers: int) -> None:
+    """Train ``jobs`` (name, settings) side by side, one thread each, adding each result to ``results``
+    and rewriting ``results_path`` as it comes (so an interrupted grid keeps what finished)."""
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(run_one, n, s, str(out)) for n, s in jobs]
+        for i, f in enumerate(as_completed(futures), 1):
+            name, r = f.result()
+            results[name] = r
+            results_path.write_text(json.dumps(results, indent=1))
+            print(f"[{i}/{len(jobs)}] {name}: valid {r['valid']['recall@20']:.4f} test {r['test']['recall@20']:.4f}, "
+                  f"best epoch {r['best_epoch']} of {r['epochs_run']} ({r['time']['train_s']:.0f}s)", flush=True)
 
 
 def table(results: dict[str, dict]) -> str:
@@ -286,14 +300,7 @@ def main() -> int:
             shutil.rmtree(run_dir_of(out, n), ignore_errors=True)
     jobs = [(n, s) for n, s in todo if n not in results and (not args.only or re.search(args.only, n))]
     t0 = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=args.workers) as pool:
-        futures = [pool.submit(run_one, n, s, str(out)) for n, s in jobs]
-        for i, f in enumerate(as_completed(futures), 1):
-            name, r = f.result()
-            results[name] = r
-            results_path.write_text(json.dumps(results, indent=1))
-            print(f"[{i}/{len(jobs)}] {name}: recall@20 {r['test']['recall@20']:.4f} "
-                  f"({r['time']['train_s']:.0f}s)", flush=True)
+    run_jobs(jobs, results, results_path, out, args.workers)
     compute_s = sum(r["time"]["train_s"] for r in results.values())
     if args.select_interval:
         text, best = interval_table(results)

@@ -1,7 +1,8 @@
 """Run settings: one flat, documented namespace resolved in a fixed order.
 
-defaults below  <  the backbone's paper settings  <  a YAML/JSON config file  <  keyword
-arguments / ``--key value`` on the command line.
+defaults below  <  the backbone's settings (its paper's, with its DEFAULT_CHANGES and
+without delta_t)  <  a preset  <  a YAML/JSON config file  <  keyword arguments /
+``--key value`` on the command line.
 
 Keys that are not run settings must be constructor options of the chosen
 backbone (``dim``, ``layers``, ``l2`` ...); anything else is an error that lists
@@ -200,8 +201,8 @@ def resolve(settings: dict[str, Any], backbone_settings, model_kwargs) -> RunCon
 
     ``backbone_settings(model, paper) -> dict`` (the backbone's default training
     settings, or with ``paper=True`` its paper's) and ``model_kwargs(model) ->
-    iterable of option names`` come from the backbone registry (passed in to keep
-    this module free of model imports). Order: RunConfig's defaults < the
+    {option: default}`` come from the backbone registry (``resolve_settings`` below
+    passes ``dslrec.models``' functions). Order: RunConfig's defaults < the
     backbone's settings < the preset < ``settings``.
     """
     settings = {k.replace("-", "_"): v for k, v in settings.items()}
@@ -221,16 +222,15 @@ def resolve(settings: dict[str, Any], backbone_settings, model_kwargs) -> RunCon
     if "scope" not in settings:  # a preset's per_row gives way too: the method or init was asked for
         if any(str(merged.get(k)) == v for k, v in PER_TENSOR_ONLY.items()):
             merged["scope"] = "per_tensor"
-    valid_model_keys = set(model_kwargs(model))
-    model_defaults = model_kwargs(model)  # option -> default (a plain list of names has no defaults)
-    model_defaults = model_defaults if isinstance(model_defaults, dict) else {}
+    model_defaults = model_kwargs(model)  # option -> default
+    valid_model_keys = set(model_defaults)
     run: dict[str, Any] = {}
     options: dict[str, Any] = {}
     for key, value in merged.items():
         if key in RUN_KEYS:
             run[key] = _coerce(key, value)
         elif key in valid_model_keys:
-            options[key] = _model_option(model, key, value, model_defaults.get(key))
+            options[key] = _model_option(model, key, value, model_defaults[key])
         else:
             valid = ", ".join(sorted(RUN_KEYS | valid_model_keys))
             raise DslrecError(f"unknown setting {key!r} for model {model!r}; valid settings: {valid}")

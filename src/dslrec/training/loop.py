@@ -23,9 +23,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from dslrec import rundir
 from dslrec.errors import DslrecError
 from dslrec.progress import progress_bar
-from dslrec import rundir
 from dslrec.settings import RunConfig
 from dslrec.training.records import BudgetSpread
 
@@ -96,7 +96,7 @@ def settled(engine) -> bool:
     """Early stopping counts only once a sparse run's masks have settled (DSL: its update ratio has
     decayed to half its start): while DSL still moves a large share of its weights at every update,
     a validation plateau says little about where the run ends (dslrec's defaults, README)."""
-    return engine is None or getattr(engine, "settled", lambda: True)()
+    return engine is None or engine.settled()
 
 
 def clone_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
