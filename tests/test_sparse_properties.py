@@ -121,7 +121,7 @@ def test_dsl_budget_is_exact_and_inactive_is_zero(shapes, mlp, density, scope, i
             assert all(torch.equal(rows[n], c) for n, c in row_counts(engine).items())
         assert_clean(engine)
         for n, p in engine.params.items():
-            assert torch.all(engine.ever[n] | ~engine.masks[n])
+            assert torch.all(engine.ever[n].dense().view(p.shape) | ~engine.masks[n])
     assert engine.n_updates == (steps - 1) // delta_t
 
 

@@ -28,6 +28,8 @@ from dslrec.sparse.config import SPARSE_KEYS, SparseSettings
 DELTA_T_EPOCHS = 1.0
 
 METHODS = ("dense", "dsl", "static", "gmp", "oneshot", "lth", "pep")
+OPTIMIZERS = ("adam", "adamw", "sgd", "sparse_adam")
+COMPACT_METHODS = ("dsl", "static")  # the methods whose weights are sparse from the first step
 
 
 @dataclass
@@ -51,7 +53,7 @@ class RunConfig(SparseSettings):
     # optimisation
     epochs: int = 100
     batch_size: int = 2048
-    optimizer: str = "adam"  # adam | adamw | sgd
+    optimizer: str = "adam"  # adam | adamw | sgd | sparse_adam (lazy: only the batch's embedding rows move)
     lr: float = 1e-3
     lr_end: float | None = None  # final lr of the cosine schedule (default lr / 100)
     lr_schedule: str = "constant"  # constant | cosine
@@ -258,7 +260,7 @@ def validate(cfg: RunConfig) -> None:
     check(cfg.epochs >= 1, f"epochs must be at least 1, got {cfg.epochs}")
     check(cfg.batch_size >= 1, f"batch_size must be at least 1, got {cfg.batch_size}")
     check(cfg.lr > 0, f"lr must be positive, got {cfg.lr}")
-    check(cfg.optimizer in ("adam", "adamw", "sgd"), f"unknown optimizer {cfg.optimizer!r}; choose adam, adamw or sgd")
+    check(cfg.optimizer in OPTIMIZERS, f"unknown optimizer {cfg.optimizer!r}; choose {', '.join(OPTIMIZERS)}")
     check(cfg.lr_schedule in ("constant", "cosine"),
           f"unknown lr_schedule {cfg.lr_schedule!r}; choose constant or cosine")
     check(cfg.eval_every >= 1, f"eval_every must be at least 1, got {cfg.eval_every}")
@@ -306,6 +308,9 @@ def validate(cfg: RunConfig) -> None:
     check(cfg.split is None or cfg.split in SPLIT_METHODS,
           f"unknown split {cfg.split!r}; choose one of {', '.join(SPLIT_METHODS)}")
     cfg.check_sparse()
+    check(cfg.storage == "masked" or cfg.method in COMPACT_METHODS,
+          f"method {cfg.method} trains dense weights by definition and needs --storage masked "
+          f"(compact storage is for {' and '.join(COMPACT_METHODS)})")
     check(not (cfg.method == "pep" and cfg.scope == "per_row"),
           "scope per_row does not apply to pep (its thresholds choose the mask); use --scope per_tensor or global")
 

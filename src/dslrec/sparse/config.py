@@ -17,6 +17,7 @@ GROWS = ("gradient", "momentum", "random", "random_unseen", "accumulated")
 SCHEDULES = ("cosine", "linear", "constant")
 PEP_GRANULARITIES = ("feature_dimension", "feature", "dimension", "global")
 REMASKS = ("auto", "full")
+STORAGES = ("masked", "compact")
 
 
 @dataclass
@@ -62,11 +63,13 @@ class SparseSettings:
     pep_granularity: str = "feature_dimension"  # one PEP threshold per: feature_dimension | feature | dimension | global
     pep_deadline: float = 0.75  # fraction of training after which PEP's mask is forced to the target
     remask: str = "auto"  # "full": always re-mask weights and every optimiser state after a step
+    storage: str = "masked"  # masked: dense tensors times masks; compact: only the active values (dsl, static)
 
     def check_sparse(self) -> None:
         """Every sparse setting in range, with a one-line message naming it."""
         choices = {"scope": SCOPES, "init": INITS, "prune": PRUNES, "grow": GROWS,
-                   "schedule": SCHEDULES, "pep_granularity": PEP_GRANULARITIES, "remask": REMASKS}
+                   "schedule": SCHEDULES, "pep_granularity": PEP_GRANULARITIES, "remask": REMASKS,
+                   "storage": STORAGES}
         for key, allowed in choices.items():
             value = getattr(self, key)
             if value not in allowed:

@@ -375,3 +375,190 @@ def prune_rows_to(mask: Tensor, weight: Tensor, target: int, generator: torch.Ge
     """``prune_to`` row by row: every row keeps its ``target`` largest-|w| active positions."""
     excess = (mask.sum(dim=1) - target).clamp(min=0)
     return mask & ~rows_select(weight.abs(), mask, excess, generator)
+
+
+# --- decisions on positions: what both storages share (no tensor of a scope's full size) ----------
+#
+# A scope of ``n`` flat positions is described by its active positions (sorted int64) and their
+# weights, plus the grow score at the few positions where it can be non-zero (the rows that received
+# gradient). Masked and compact storage hand the same vectors to these functions, so they make the
+# same decisions with the same generator; the random draws among zero-score positions are made by
+# rejection against sorted position lists, never over a dense view of the scope.
+
+ENUM_CHUNK = 1 << 22  # positions listed at a time when a free pool is enumerated
+
+
+def is_member(sorted_values: Tensor, x: Tensor) -> Tensor:
+    """Elementwise ``x in sorted_values`` for a sorted 1-D int64 tensor."""
+    if sorted_values.numel() == 0 or x.numel() == 0:
+        return torch.zeros(x.shape, dtype=torch.bool, device=x.device)
+    i = torch.searchsorted(sorted_values, x).clamp_(max=sorted_values.numel() - 1)
+    return sorted_values[i] == x
+
+
+def random_absent(n: int, m: int, blocked, n_blocked: int, generator: torch.Generator | None = None,
+                  device: torch.device | str = "cpu") -> Tensor:
+    """``m`` distinct positions (sorted int64) drawn uniformly from ``range(n)`` minus the blocked ones.
+
+    ``blocked(positions) -> bool tensor`` says which positions may not be drawn; ``n_blocked`` is
+    how many there are. Few of many: uniform draws with rejection, kept distinct, then a uniform
+    subset of the surplus dropped (the set of distinct accepted draws is exchangeable, so the
+    result is a uniform m-subset). When the free pool is small or ``m`` a large share of it, the
+    pool is listed instead, block by block (at densities above 3/4, or when nearly all of it is drawn).
+    """
+    pool = n - n_blocked
+    if m > pool:
+        raise ValueError(f"cannot draw {m} of {pool} free positions")
+    if m <= 0:
+        return torch.empty(0, dtype=torch.int64, device=device)
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    if 4 * pool < n or 10 * m > 9 * pool:  # rejection would draw many times m: list the free pool
+        free = torch.cat([c[~blocked(c)] for c in
+                          (torch.arange(a, min(a + ENUM_CHUNK, n), device=gen_device) for a in range(0, n, ENUM_CHUNK))])
+        return free[_random_subset(free.numel(), m, generator, free.device)].sort().values.to(device)
+    rate = pool / n
+    chosen = torch.empty(0, dtype=torch.int64, device=gen_device)
+    while chosen.numel() < m:
+        extra = int(1.1 * (m - chosen.numel()) / rate) + 16
+        draw = torch.randint(0, n, (extra,), generator=generator, device=gen_device)
+        chosen = torch.unique(torch.cat([chosen, draw[~blocked(draw)]]))
+    surplus = chosen.numel() - m
+    if surplus > 0:
+        keep = torch.ones(chosen.numel(), dtype=torch.bool, device=gen_device)
+        keep[_random_subset(chosen.numel(), surplus, generator, gen_device)] = False
+        chosen = chosen[keep]
+    return chosen.to(device)
+
+
+def grow_positions(n: int, k: int, survivors: Tensor, cand_pos: Tensor | None, cand_score: Tensor | None,
+                   generator: torch.Generator | None = None, unseen=None) -> Tensor:
+    """``k`` positions to grow (sorted int64) among those not in ``survivors``: the largest positive
+    scores first (random among ties at the cut-off), then uniform among the zero-score ones.
+
+    ``cand_pos``/``cand_score``: every position whose score may be positive (sorted, with its
+    score); all others score zero. ``unseen``: ``(is_seen(pos), n_seen)`` for random_unseen
+    growth, where a never-active position scores 1 and the ever-active ones (survivors among
+    them) score 0.
+    """
+    device = survivors.device
+    if k <= 0:
+        return torch.empty(0, dtype=torch.int64, device=device)
+    if unseen is not None:
+        is_seen, n_seen = unseen
+        n_never = n - n_seen  # never-active positions are never survivors
+        never = random_absent(n, min(k, n_never), is_seen, n_seen, generator, device)
+        if never.numel() == k:
+            return never
+        taken = torch.cat([survivors, never]).sort().values
+        rest = random_absent(n, k - never.numel(), lambda p: is_member(taken, p) | ~is_seen(p),
+                             n_never + survivors.numel(), generator, device)
+        return torch.cat([never, rest]).sort().values
+    pos = torch.empty(0, dtype=torch.int64, device=device)
+    if cand_pos is not None and cand_pos.numel():
+        eligible = (cand_score > 0) & ~is_member(survivors, cand_pos)
+        pos, score = cand_pos[eligible], cand_score[eligible]
+        if pos.numel() >= k:
+            if pos.numel() > k:
+                pos = pos[select_smallest(-score, torch.ones_like(eligible[eligible]), k, generator)]
+            return pos
+    taken = torch.cat([survivors, pos]).sort().values
+    rest = random_absent(n, k - pos.numel(), lambda p: is_member(taken, p), taken.numel(), generator, device)
+    return torch.cat([pos, rest]).sort().values
+
+
+def prune_and_grow_positions(n: int, active: Tensor, weight: Tensor, k: int, prune: str, grow: str,
+                             cand_pos: Tensor | None = None, cand_score: Tensor | None = None,
+                             active_grad: Tensor | None = None, unseen=None,
+                             generator: torch.Generator | None = None) -> Tensor:
+    """One exploration update of a scope of ``n`` positions, on positions (SPEC 1.4).
+
+    ``active``: sorted active positions, ``weight`` their weights (``active_grad`` their gradient,
+    for taylor pruning). Prunes ``k`` of them, then grows ``k`` among all positions not active
+    after the prune, the just-pruned ones included ("regret"); returns the new sorted active
+    positions, as many as before. Grow scores as in ``grow_scores``, given sparsely (see
+    ``grow_positions``); ``grow="random"`` passes no candidates.
+    """
+    nnz = active.numel()
+    k = min(k, nnz)
+    if k <= 0 or nnz == n:
+        return active.clone()
+    pruned = choose_prune(prune, weight, torch.ones(nnz, dtype=torch.bool, device=active.device), k,
+                          active_grad, generator)
+    survivors = active[~pruned]
+    grown = grow_positions(n, k, survivors, cand_pos, cand_score, generator, unseen)
+    return torch.cat([survivors, grown]).sort().values
+
+
+def _floyd_slots(free: Tensor, k: Tensor, generator: torch.Generator | None) -> Tensor:
+    """For every row r, ``k[r]`` distinct slots drawn uniformly from ``range(free[r])`` (Robert
+    Floyd's algorithm, vectorised over rows; the loop runs over the draws of a row, at most its
+    budget). Returns (R, max k) int64, -1 past a row's ``k[r]``."""
+    n_rows = free.numel()
+    k_max = int(k.max()) if n_rows else 0
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    chosen = torch.full((n_rows, k_max), -1, dtype=torch.int64, device=free.device)
+    for i in range(k_max):
+        j = free - k + i  # Floyd: pick t in [0, j]; if taken, take j itself
+        t = (torch.rand(n_rows, generator=generator, device=gen_device).to(free.device) * (j + 1)).long()
+        t = torch.minimum(t, j)
+        taken = (chosen[:, :i] == t.unsqueeze(1)).any(dim=1)
+        chosen[:, i] = torch.where(i < k, torch.where(taken, j, t), torch.full_like(t, -1))
+    return chosen
+
+
+def _slots_to_columns(occupied: Tensor, n_occupied: Tensor, slots: Tensor) -> Tensor:
+    """Column of the ``slot``-th free column of each row, given the row's occupied columns sorted
+    in its first ``n_occupied[r]`` entries. The i-th free column is ``i + #{j: occupied[j] - j <= i}``."""
+    width = occupied.shape[1]
+    j = torch.arange(width, device=occupied.device)
+    shifted = torch.where(j < n_occupied.unsqueeze(1), occupied - j, torch.iinfo(torch.int64).max)
+    return slots + torch.searchsorted(shifted.contiguous(), slots.clamp(min=0).contiguous(), right=True)
+
+
+def sorted_rows(cols: Tensor, valid: Tensor, fill: int) -> Tensor:
+    """Each row's valid columns sorted to the front, ``fill`` after them."""
+    return torch.where(valid, cols, torch.full_like(cols, fill)).sort(dim=1).values
+
+
+def prune_and_grow_row_slots(n_cols: int, cols: Tensor, counts: Tensor, weight: Tensor, k: Tensor | int,
+                             prune: str, cand_rows: Tensor | None = None, cand_block: Tensor | None = None,
+                             active_grad: Tensor | None = None,
+                             generator: torch.Generator | None = None) -> Tensor:
+    """``prune_and_grow`` with every row as its own scope, on positions: row r holds ``counts[r]``
+    active columns, sorted at the front of ``cols[r]`` (R, S) with their weights in ``weight``.
+    Every row prunes ``k[r]`` of them and grows as many among its columns not active after the prune.
+
+    Grow scores are ``cand_block`` (non-negative, one row per ``cand_rows`` entry) and zero in other
+    rows. Rows with a positive score choose by ``rows_select`` on their block; the others draw
+    uniformly among their free columns (``_floyd_slots``), so no (R, n_cols) tensor is built.
+    Returns the new (R, S) columns, sorted, padding ``n_cols`` past each row's count.
+    """
+    n_rows, width = cols.shape
+    device = cols.device
+    k = torch.as_tensor(k, device=device).expand(n_rows).minimum(counts)
+    if not bool((k > 0).any()):
+        return cols.clone()
+    valid = torch.arange(width, device=device).expand(n_rows, width) < counts.unsqueeze(1)
+    pruned = choose_prune_rows(prune, weight, valid, k, active_grad, generator)
+    survivors = sorted_rows(cols, valid & ~pruned, n_cols)
+    n_surv = counts - k
+    grown = torch.full((n_rows, int(k.max())), n_cols, dtype=torch.int64, device=device)
+    touched = torch.zeros(n_rows, dtype=torch.bool, device=device)
+    if cand_rows is not None and cand_rows.numel():
+        hot = (cand_block > 0).any(dim=1)
+        rows, block = cand_rows[hot], cand_block[hot]
+        if rows.numel():
+            touched[rows] = True
+            occupied = torch.zeros((rows.numel(), n_cols + 1), dtype=torch.bool, device=device)
+            occupied.scatter_(1, survivors[rows], True)  # padding lands in the extra last column
+            pick = rows_select(block, ~occupied[:, :n_cols], k[rows], generator, largest=True)
+            c = sorted_rows(torch.arange(n_cols, device=device).expand_as(pick), pick, n_cols)
+            grown[rows] = c[:, :grown.shape[1]]
+    cold = flat_nonzero(~touched).to(device)
+    if cold.numel():
+        free = n_cols - n_surv[cold]
+        slots = _floyd_slots(free, k[cold], generator)
+        c = _slots_to_columns(survivors[cold], n_surv[cold], slots)
+        grown[cold] = torch.where(slots >= 0, c, torch.full_like(c, n_cols))
+    merged = torch.cat([survivors, grown], dim=1).sort(dim=1).values
+    return merged[:, :width]

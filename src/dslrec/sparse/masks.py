@@ -8,6 +8,7 @@ scope), ``round(density * total)`` over all tensors (``global`` scope) or
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 
@@ -15,7 +16,8 @@ import torch
 from torch import Tensor
 
 from dslrec.errors import DslrecError
-from dslrec.sparse.decisions import as_rows, rows_select, select_largest
+from dslrec.sparse.decisions import (_floyd_slots, as_rows, flat_nonzero, random_absent, rows_select,
+                                    select_largest)
 
 
 def budget(numel: int, density: float) -> int:
@@ -60,13 +62,50 @@ def scope_counts(shapes: Mapping[str, torch.Size], density: float, scope: str) -
     return {name: budget(math.prod(s), density) for name, s in shapes.items()}
 
 
+def uniform_positions(shapes: Mapping[str, torch.Size], density: float, scope: str,
+                      generator: torch.Generator | None = None, device: torch.device | str = "cpu",
+                      counts: Mapping[str, int] | None = None) -> dict[str, Tensor]:
+    """Sorted flat positions, exactly the budgeted number per scope, uniformly at random, drawn
+    without any tensor of the tables' size (compact storage starts from these). ``counts``:
+    fixed counts per tensor instead (ERK)."""
+    if counts is not None:
+        return {n: random_absent(math.prod(s), counts[n], _nothing, 0, generator, device) for n, s in shapes.items()}
+    if scope == "per_row":
+        out = {}
+        for name, shape in shapes.items():
+            n_rows, n_cols = as_rows(torch.empty(shape, device="meta")).shape
+            k = budget(n_cols, density)
+            slots = _floyd_slots(torch.full((n_rows,), n_cols, dtype=torch.int64, device=device),
+                                 torch.full((n_rows,), k, dtype=torch.int64, device=device), generator)
+            rows = torch.arange(n_rows, device=device).unsqueeze(1)
+            out[name] = (rows * n_cols + slots.sort(dim=1).values).reshape(-1)
+        return out
+    if scope == "global":
+        sizes = [math.prod(s) for s in shapes.values()]
+        flat = random_absent(sum(sizes), budget(sum(sizes), density), _nothing, 0, generator, device)
+        bounds = torch.tensor([0, *itertools.accumulate(sizes)], device=device)
+        return {n: flat[(flat >= bounds[i]) & (flat < bounds[i + 1])] - bounds[i] for i, n in enumerate(shapes)}
+    return {n: random_absent(math.prod(s), budget(math.prod(s), density), _nothing, 0, generator, device)
+            for n, s in shapes.items()}
+
+
+def _nothing(positions: Tensor) -> Tensor:
+    return torch.zeros(positions.shape, dtype=torch.bool, device=positions.device)
+
+
+def positions_to_masks(positions: Mapping[str, Tensor], shapes: Mapping[str, torch.Size]) -> dict[str, Tensor]:
+    out = {}
+    for n, pos in positions.items():
+        mask = torch.zeros(math.prod(shapes[n]), dtype=torch.bool, device=pos.device)
+        mask[pos] = True
+        out[n] = mask.view(shapes[n])
+    return out
+
+
 def uniform_masks(shapes: Mapping[str, torch.Size], density: float, scope: str,
                   generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> dict[str, Tensor]:
-    """Exactly the budgeted number of positions per scope, uniformly at random."""
-    zeros = {n: torch.zeros(s, device=device) for n, s in shapes.items()}
-    if scope == "per_row":
-        return row_masks(zeros, density, generator)
-    return top_masks(zeros, scope_counts(shapes, density, scope), generator)
+    """Exactly the budgeted number of positions per scope, uniformly at random (as bool masks)."""
+    return positions_to_masks(uniform_positions(shapes, density, scope, generator, device), shapes)
 
 
 def erk_counts(shapes: Mapping[str, torch.Size], density: float) -> dict[str, int]:
@@ -113,8 +152,8 @@ def erk_counts(shapes: Mapping[str, torch.Size], density: float) -> dict[str, in
 def erk_masks(shapes: Mapping[str, torch.Size], density: float, generator: torch.Generator | None = None,
               device: torch.device | str = "cpu") -> dict[str, Tensor]:
     """Random masks with ERK counts per tensor (uniform positions within each tensor)."""
-    zeros = {n: torch.zeros(s, device=device) for n, s in shapes.items()}
-    return top_masks(zeros, erk_counts(shapes, density), generator)
+    pos = uniform_positions(shapes, density, "per_tensor", generator, device, counts=erk_counts(shapes, density))
+    return positions_to_masks(pos, shapes)
 
 
 def magnitude_masks(params: Mapping[str, Tensor] | Sequence[tuple[str, Tensor]], density: float,
@@ -135,15 +174,25 @@ def magnitude_masks(params: Mapping[str, Tensor] | Sequence[tuple[str, Tensor]],
     return top_masks(scores, scope_counts({n: p.shape for n, p in params.items()}, density, scope), generator)
 
 
-def initial_masks(kind: str, params: Mapping[str, Tensor], density: float, scope: str,
-                  generator: torch.Generator | None = None) -> dict[str, Tensor]:
-    """Initial masks of a sparse run: ``uniform``, ``erk`` or ``magnitude``."""
+def initial_positions(kind: str, params: Mapping[str, Tensor], density: float, scope: str,
+                      generator: torch.Generator | None = None) -> dict[str, Tensor]:
+    """Initial sorted flat positions of a sparse run (what ``initial_masks`` marks True)."""
     shapes = {n: p.shape for n, p in params.items()}
     device = next(iter(params.values())).device
     if kind == "uniform":
-        return uniform_masks(shapes, density, scope, generator, device)
+        return uniform_positions(shapes, density, scope, generator, device)
     if kind == "erk":
-        return erk_masks(shapes, density, generator, device)
+        return uniform_positions(shapes, density, scope, generator, device, counts=erk_counts(shapes, density))
+    if kind == "magnitude":
+        masks = magnitude_masks(params, density, scope, generator)
+        return {n: flat_nonzero(m.reshape(-1)).to(device) for n, m in masks.items()}
+    raise DslrecError(f"init={kind!r} is unknown; use uniform, erk or magnitude")
+
+
+def initial_masks(kind: str, params: Mapping[str, Tensor], density: float, scope: str,
+                  generator: torch.Generator | None = None) -> dict[str, Tensor]:
+    """Initial masks of a sparse run: ``uniform``, ``erk`` or ``magnitude``."""
     if kind == "magnitude":
         return magnitude_masks(params, density, scope, generator)
-    raise DslrecError(f"init={kind!r} is unknown; use uniform, erk or magnitude")
+    positions = initial_positions(kind, params, density, scope, generator)
+    return positions_to_masks(positions, {n: p.shape for n, p in params.items()})

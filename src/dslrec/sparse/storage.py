@@ -1,23 +1,33 @@
-"""How masks are held and enforced: dense tensors multiplied by their masks.
+"""How the sparsified tensors are held: the one interface the engine goes through.
 
-``MaskedDenseStorage`` keeps a bool mask (and a cached mask in the weight's
-dtype, for a fast ``mul_``) beside each dense parameter. Enforcing a mask
-zeroes the inactive weights and every optimiser state tensor of the
-parameter's shape (Adam's ``exp_avg``/``exp_avg_sq``/``max_exp_avg_sq``, SGD's
-``momentum_buffer``, ...), found generically in ``optimizer.state[p]``.
+``WeightStorage`` is what the engine and the decisions see of a sparsified
+tensor: its active positions and their weights, the gradient where it can be
+non-zero, a way to set new active positions (kept weights keep their value and
+optimiser state; new ones start at zero with zero state), hooks around the
+optimiser step, a state dict and a dense view for export and evaluation.
 
-A compact storage (only active values stored) would implement the same
-methods; the engine and the decisions do not depend on how values are kept.
+Two storages implement it:
+
+* ``MaskedDenseStorage`` (here): the dense parameter stays in the model and a
+  bool mask beside it zeroes the inactive weights and their optimiser state.
+  Any optimiser and every method work; memory and time are those of dense
+  training plus the masks.
+* ``CompactStorage`` (``compact.py``): only the active values are stored and
+  trained, with their positions; memory and optimiser work follow the budget.
+
+Positions are flat indices into the tensor (row-major); "rows" are the
+tensor's first dimension (``decisions.as_rows``).
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 
 import torch
 from torch import Tensor
 
-from dslrec.sparse.decisions import count_true, flat_nonzero
+from dslrec.sparse.decisions import as_rows, count_true, flat_nonzero, sorted_rows
 
 # Optimisers for which a zero weight with zero state and zero gradient stays exactly
 # zero (weight and state) after a step, whatever the hyper-parameters: masking the
@@ -30,12 +40,113 @@ def zero_preserving(optimizer: torch.optim.Optimizer | None) -> bool:
     return optimizer is not None and type(optimizer) in ZERO_PRESERVING
 
 
-class MaskedDenseStorage:
-    """Masks beside dense parameters; inactive weights and optimiser state held at exactly zero."""
+def row_shape(shape: torch.Size) -> tuple[int, int]:
+    """(rows, columns) of a tensor seen as rows."""
+    if len(shape) == 0:
+        return 1, 1
+    if len(shape) == 1:
+        return 1, int(shape[0])
+    n_rows = int(shape[0])
+    return n_rows, (int(torch.Size(shape).numel()) // n_rows if n_rows else 0)
+
+
+def rows_of_block(grad: Tensor) -> tuple[Tensor, Tensor]:
+    """The rows of a dense (R, C) gradient that hold a non-zero, and those rows."""
+    rows = flat_nonzero(grad.ne(0).any(dim=1)).to(grad.device)
+    return rows, grad.index_select(0, rows)
+
+
+class WeightStorage(ABC):
+    """What the engine needs of the sparsified tensors, however they are stored."""
+
+    names: list[str]
+    shapes: dict[str, torch.Size]
+
+    # --- reading -------------------------------------------------------------------------
+    @abstractmethod
+    def count(self, name: str) -> int:
+        """Active weights of a tensor."""
+
+    @abstractmethod
+    def row_counts(self, name: str) -> Tensor:
+        """Active weights per row (int64)."""
+
+    @abstractmethod
+    def active(self, name: str) -> tuple[Tensor, Tensor]:
+        """Sorted flat positions of the active weights (int64) and their weights."""
+
+    @abstractmethod
+    def active_rows(self, name: str) -> tuple[Tensor, Tensor, Tensor]:
+        """Per row: active columns sorted to the front of an (R, S) int64 tensor (padding: the column
+        count), their weights (padding 0) and the count per row."""
+
+    @abstractmethod
+    def grad_rows(self, name: str) -> tuple[Tensor, Tensor] | None:
+        """This step's gradient with respect to the dense tensor, in the rows where it can be non-zero:
+        (sorted unique rows, (U, C) block), or None when nothing reached the tensor. Needs
+        ``record_grads(True)`` before the forward pass."""
+
+    @abstractmethod
+    def mask(self, name: str) -> Tensor:
+        """The dense bool mask (built on request: records, export)."""
+
+    @abstractmethod
+    def dense(self, name: str) -> Tensor:
+        """The dense weights (built on request: export, evaluation)."""
+
+    # --- writing --------------------------------------------------------------------------
+    @abstractmethod
+    def set_active(self, name: str, positions: Tensor) -> int:
+        """New sorted active positions; returns how many are newly active."""
+
+    @abstractmethod
+    def set_active_rows(self, name: str, cols: Tensor, counts: Tensor) -> int:
+        """New active columns per row (as ``active_rows`` gives them); returns how many are new."""
+
+    def set_mask(self, name: str, mask: Tensor) -> int:
+        """New active positions from a dense bool mask."""
+        return self.set_active(name, flat_nonzero(mask.reshape(-1)).to(mask.device))
+
+    def record_grads(self, on: bool) -> None:
+        """Whether the next forward/backward must keep gradients at inactive positions (compact
+        storage records them only when the engine asks; masked storage always has them)."""
+
+    def attach(self, optimizer: torch.optim.Optimizer | None) -> None:
+        """The optimiser whose per-weight state storage keeps in step with the positions."""
+        self.optimizer = optimizer
+
+    @abstractmethod
+    def before_step(self, fast: bool) -> None:
+        """Before ``optimizer.step()``; ``fast``: a plain step of a zero-preserving optimiser."""
+
+    @abstractmethod
+    def after_step(self, fast: bool) -> None:
+        """After ``optimizer.step()``."""
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, Tensor]:
+        """Positions, as tensors (the values are the model's own parameters)."""
+
+    @abstractmethod
+    def load_state_dict(self, sd: Mapping[str, Tensor]) -> None:
+        """Restore positions saved by ``state_dict``."""
+
+
+class MaskedDenseStorage(WeightStorage):
+    """Masks beside dense parameters; inactive weights and optimiser state held at exactly zero.
+
+    Enforcing a mask zeroes the inactive weights and every optimiser state tensor of the
+    parameter's shape (Adam's ``exp_avg``/``exp_avg_sq``/``max_exp_avg_sq``, SGD's
+    ``momentum_buffer``, ...), found generically in ``optimizer.state[p]``.
+    """
+
+    kind = "masked"
 
     def __init__(self, params: Mapping[str, torch.nn.Parameter], masks: Mapping[str, Tensor],
                  optimizer: torch.optim.Optimizer | None):
         self.params = dict(params)
+        self.names = list(self.params)
+        self.shapes = {n: p.shape for n, p in self.params.items()}
         self.optimizer = optimizer
         self.masks: dict[str, Tensor] = {}
         self._scale: dict[str, Tensor] = {}
@@ -48,7 +159,7 @@ class MaskedDenseStorage:
         self.masks[name] = mask
         self._scale[name] = mask.to(p.dtype)
 
-    # --- views the decisions need -------------------------------------------------
+    # --- views ----------------------------------------------------------------------------
     def weight(self, name: str) -> Tensor:
         return self.params[name].detach()
 
@@ -58,6 +169,37 @@ class MaskedDenseStorage:
             g = g.to_dense()
         return g
 
+    def count(self, name: str) -> int:
+        return count_true(self.masks[name].reshape(-1))
+
+    active_count = count
+
+    def row_counts(self, name: str) -> Tensor:
+        return as_rows(self.masks[name]).sum(dim=1)
+
+    def active(self, name: str) -> tuple[Tensor, Tensor]:
+        pos = flat_nonzero(self.masks[name].reshape(-1)).to(self.params[name].device)
+        return pos, self.weight(name).reshape(-1).index_select(0, pos)
+
+    def active_rows(self, name: str) -> tuple[Tensor, Tensor, Tensor]:
+        mask = as_rows(self.masks[name])
+        counts = mask.sum(dim=1)
+        width = int(counts.max()) if counts.numel() else 0
+        cols = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+        cols = sorted_rows(cols, mask, mask.shape[1])[:, :width].contiguous()
+        w = torch.cat([as_rows(self.weight(name)), torch.zeros_like(as_rows(self.weight(name))[:, :1])], dim=1)
+        return cols, w.gather(1, cols), counts
+
+    def grad_rows(self, name: str) -> tuple[Tensor, Tensor] | None:
+        g = self.grad(name)
+        return None if g is None else rows_of_block(as_rows(g))
+
+    def mask(self, name: str) -> Tensor:
+        return self.masks[name]
+
+    def dense(self, name: str) -> Tensor:
+        return self.weight(name)
+
     def state_tensors(self, name: str) -> list[Tensor]:
         """Optimiser state tensors shaped like the parameter (per-weight state)."""
         if self.optimizer is None:
@@ -66,7 +208,15 @@ class MaskedDenseStorage:
         state = self.optimizer.state.get(p, {})
         return [v for v in state.values() if isinstance(v, Tensor) and v.shape == p.shape]
 
-    # --- enforcing masks ----------------------------------------------------------
+    # --- enforcing masks ----------------------------------------------------------------
+    def before_step(self, fast: bool) -> None:
+        if fast:
+            self.mask_grads()
+
+    def after_step(self, fast: bool) -> None:
+        if not fast:
+            self.apply()
+
     @torch.no_grad()
     def apply(self) -> None:
         """Zero inactive weights and their optimiser state (after an optimiser step)."""
@@ -82,6 +232,17 @@ class MaskedDenseStorage:
         for name, p in self.params.items():
             if p.grad is not None and not p.grad.is_sparse:
                 p.grad.mul_(self._scale[name])
+
+    def set_active(self, name: str, positions: Tensor) -> int:
+        new = torch.zeros(self.masks[name].numel(), dtype=torch.bool, device=self.masks[name].device)
+        new[positions.to(new.device)] = True
+        return self.set_mask(name, new)
+
+    def set_active_rows(self, name: str, cols: Tensor, counts: Tensor) -> int:
+        rows = as_rows(self.masks[name])
+        new = torch.zeros((rows.shape[0], rows.shape[1] + 1), dtype=torch.bool, device=rows.device)
+        new.scatter_(1, cols, True)  # padding lands in the extra last column
+        return self.set_mask(name, new[:, :-1])
 
     @torch.no_grad()
     def set_mask(self, name: str, new: Tensor) -> int:
@@ -108,5 +269,9 @@ class MaskedDenseStorage:
         # changed = grown + pruned and count(new) - count(old) = grown - pruned
         return (changed.numel() + count_true(new) - count_true(old)) // 2
 
-    def active(self, name: str) -> int:
-        return count_true(self.masks[name].reshape(-1))
+    def state_dict(self) -> dict[str, Tensor]:
+        return {f"mask/{n}": m.detach().cpu().clone() for n, m in self.masks.items()}
+
+    def load_state_dict(self, sd: Mapping[str, Tensor]) -> None:
+        for n in self.names:
+            self.set_mask(n, torch.as_tensor(sd[f"mask/{n}"]).to(self.params[n].device))

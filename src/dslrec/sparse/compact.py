@@ -1,0 +1,329 @@
+"""Compact storage: only the active values are stored and trained, with their positions.
+
+Each sparsified tensor, seen as (rows, columns), becomes
+
+* ``values``: one trainable 1-D parameter of budget length (the optimiser's
+  state exists for these values only), and
+* its positions as CSR: ``crow`` (row pointers, int64) and ``col`` (column
+  indices in the smallest integer type that holds the column count).
+
+No tensor of the table's full dense size is kept between steps.
+
+How a backbone sees it (it never knows): an ``nn.Embedding`` is swapped for a
+``CompactEmbedding`` with the same call interface, whose lookup builds the
+batch's rows from the values by index arithmetic, so gradients reach the
+active values only; reading its ``.weight`` (LightGCN's propagation) builds
+the dense table transiently, inside the step. Any other tensor (NeuMF's and
+MultVAE's layers) is presented through ``torch.nn.utils.parametrize``: its
+``weight`` is built dense from the values at each access. ``parametrize``
+alone would not do for lookup tables: it materialises the whole table at
+every access, which is exactly the cost compact storage removes.
+
+Growth needs the gradient at inactive positions. A lookup's gradient is
+non-zero only in the batch's rows, so when the engine asks for it
+(``record_grads``) the gradient of the looked-up rows (or of the transient
+dense table) is recorded by a hook and handed to the engine per row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+from dslrec.errors import DslrecError
+from dslrec.sparse.decisions import flat_nonzero, is_member
+from dslrec.sparse.storage import WeightStorage, row_shape, rows_of_block
+
+
+def index_dtype(n: int) -> torch.dtype:
+    """The smallest signed integer type holding ``0 .. n - 1``."""
+    for dtype in (torch.int16, torch.int32):
+        if n <= torch.iinfo(dtype).max + 1:
+            return dtype
+    return torch.int64
+
+
+class _Gather(torch.autograd.Function):
+    """``values[src]`` whose gradient is a sparse tensor when asked (for a lazy, row-sparse Adam)."""
+
+    @staticmethod
+    def forward(ctx, values: Tensor, src: Tensor, sparse: bool) -> Tensor:
+        ctx.save_for_backward(src)
+        ctx.n, ctx.sparse = values.shape[0], sparse
+        return values.index_select(0, src)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (src,) = ctx.saved_tensors
+        if ctx.sparse:
+            return torch.sparse_coo_tensor(src.unsqueeze(0), grad, (ctx.n,)), None, None
+        return torch.zeros(ctx.n, dtype=grad.dtype, device=grad.device).index_add_(0, src, grad), None, None
+
+
+class Positions(nn.Module):
+    """The CSR positions of one compact tensor, and the dense views built from its values."""
+
+    def __init__(self, shape: torch.Size, positions: Tensor):
+        super().__init__()
+        self.shape = torch.Size(shape)
+        self.n_rows, self.n_cols = row_shape(self.shape)
+        self.register_buffer("crow", torch.zeros(self.n_rows + 1, dtype=torch.int64, device=positions.device))
+        self.register_buffer("col", torch.zeros(0, dtype=index_dtype(self.n_cols), device=positions.device))
+        self.set(positions)
+        self.recording = False
+        self.recorded: list[tuple[Tensor | None, Tensor]] = []
+
+    def set(self, positions: Tensor) -> None:
+        """New sorted flat positions."""
+        rows = torch.div(positions, self.n_cols, rounding_mode="floor")
+        self.crow = torch.zeros_like(self.crow)
+        self.crow[1:] = torch.bincount(rows, minlength=self.n_rows).cumsum(0)
+        self.col = (positions - rows * self.n_cols).to(self.col.dtype)
+
+    def rows(self) -> Tensor:
+        """The row of every value."""
+        return torch.repeat_interleave(torch.arange(self.n_rows, device=self.crow.device), self.crow.diff())
+
+    def flat(self) -> Tensor:
+        """The flat position of every value (sorted)."""
+        return self.rows() * self.n_cols + self.col.long()
+
+    def counts(self) -> Tensor:
+        return self.crow.diff()
+
+    def dense(self, values: Tensor) -> Tensor:
+        """The dense tensor (differentiable with respect to ``values``)."""
+        out = torch.zeros(self.n_rows * self.n_cols, dtype=values.dtype, device=values.device)
+        out = out.index_put((self.flat(),), values).view(self.shape)
+        if self.recording and out.requires_grad:
+            out.register_hook(self._record_dense)
+        return out
+
+    def lookup(self, values: Tensor, idx: Tensor, sparse_grad: bool = False) -> Tensor:
+        """Dense rows ``idx`` (any shape) as ``idx.shape + (columns,)``, from the values by index
+        arithmetic; gradients reach the active values only."""
+        flat_idx = idx.reshape(-1).long()
+        starts = self.crow.index_select(0, flat_idx)
+        counts = self.crow.index_select(0, flat_idx + 1) - starts
+        n_out = flat_idx.numel()
+        total = int(counts.sum())
+        offsets = torch.cumsum(counts, 0) - counts
+        within = torch.arange(total, device=idx.device) - torch.repeat_interleave(offsets, counts, output_size=total)
+        src = torch.repeat_interleave(starts, counts, output_size=total) + within
+        owner = torch.repeat_interleave(torch.arange(n_out, device=idx.device), counts, output_size=total)
+        target = owner * self.n_cols + self.col.index_select(0, src).long()
+        vals = _Gather.apply(values, src, sparse_grad)
+        out = torch.zeros(n_out * self.n_cols, dtype=values.dtype, device=values.device)
+        out = out.index_put((target,), vals).view(n_out, self.n_cols)
+        if self.recording and out.requires_grad:
+            out.register_hook(lambda g: self.recorded.append((flat_idx, g.detach())))
+        return out.view(*idx.shape, self.n_cols)
+
+    def _record_dense(self, g: Tensor) -> None:
+        self.recorded.append((None, g.detach().reshape(self.n_rows, self.n_cols)))
+
+    def take_grad_rows(self) -> tuple[Tensor, Tensor] | None:
+        """The recorded gradient with respect to the dense tensor, per row (rows sorted, unique)."""
+        parts, self.recorded = self.recorded, []
+        if not parts:
+            return None
+        dense = [g for i, g in parts if i is None]
+        looked = [(i, g) for i, g in parts if i is not None]
+        if dense:
+            total = torch.stack(dense).sum(0) if len(dense) > 1 else dense[0].clone()
+            for i, g in looked:
+                total.index_add_(0, i, g)
+            return rows_of_block(total)
+        idx = torch.cat([i for i, _ in looked])
+        grads = torch.cat([g for _, g in looked])
+        rows, inverse = torch.unique(idx, return_inverse=True)
+        return rows, torch.zeros((rows.numel(), self.n_cols), dtype=grads.dtype, device=grads.device).index_add_(
+            0, inverse, grads)
+
+
+class CompactEmbedding(nn.Module):
+    """Drop-in for ``nn.Embedding``: ``self(idx)`` looks rows up, ``self.weight`` is the dense table."""
+
+    def __init__(self, shape: torch.Size, positions: Tensor, values: Tensor):
+        super().__init__()
+        self.num_embeddings, self.embedding_dim = int(shape[0]), int(shape[1])
+        self.positions = Positions(shape, positions)
+        self.values = nn.Parameter(values)
+        self.sparse = False  # True: the values' gradient is a sparse tensor (for sparse_adam)
+
+    def forward(self, idx: Tensor) -> Tensor:
+        return self.positions.lookup(self.values, idx, self.sparse)
+
+    @property
+    def weight(self) -> Tensor:
+        return self.positions.dense(self.values)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}, active={self.values.numel()}"
+
+
+class CompactParametrization(nn.Module):
+    """``parametrize`` view of a compact tensor: the original is the 1-D values, the tensor is dense."""
+
+    def __init__(self, shape: torch.Size, positions: Tensor):
+        super().__init__()
+        self.positions = Positions(shape, positions)
+
+    def forward(self, values: Tensor) -> Tensor:
+        return self.positions.dense(values)
+
+    def right_inverse(self, dense: Tensor) -> Tensor:
+        return dense.detach().reshape(-1).index_select(0, self.positions.flat()).clone()
+
+
+class CompactStorage(WeightStorage):
+    """The sparsified tensors of ``model`` held as active values plus CSR positions.
+
+    Building it replaces the model's dense tensors (their memory is freed): an
+    ``nn.Embedding`` by a ``CompactEmbedding`` in its parent, any other tensor
+    by a ``parametrize`` parametrization. Active weights keep their values.
+    """
+
+    kind = "compact"
+
+    def __init__(self, model: nn.Module, params: Mapping[str, nn.Parameter], positions: Mapping[str, Tensor],
+                 optimizer: torch.optim.Optimizer | None = None):
+        self.names = list(params)
+        self.shapes = {n: p.shape for n, p in params.items()}
+        self.optimizer = optimizer
+        self.pos: dict[str, Positions] = {}
+        self._values: dict[str, callable] = {}
+        for name, p in params.items():
+            self._convert(model, name, p, positions[name].to(p.device))
+
+    @torch.no_grad()
+    def _convert(self, model: nn.Module, name: str, p: nn.Parameter, positions: Tensor) -> None:
+        owner_name, _, attr = name.rpartition(".")
+        owner = model.get_submodule(owner_name) if owner_name else model
+        if isinstance(owner, nn.Embedding) and attr == "weight" and owner_name:
+            if owner.padding_idx is not None or owner.max_norm is not None:
+                raise DslrecError(f"{owner_name} uses padding_idx or max_norm, which compact storage does not "
+                                  "keep; train it with --storage masked")
+            values = p.detach().reshape(-1).index_select(0, positions).clone()
+            module = CompactEmbedding(p.shape, positions, values)
+            parent_name, _, child = owner_name.rpartition(".")
+            setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
+            self.pos[name] = module.positions
+            self._values[name] = lambda m=module: m.values
+        else:
+            if parametrize.is_parametrized(owner, attr):
+                raise DslrecError(f"{name} is already parametrized; compact storage needs a plain tensor "
+                                  "(use --storage masked)")
+            param = CompactParametrization(p.shape, positions)
+            parametrize.register_parametrization(owner, attr, param, unsafe=True)
+            self.pos[name] = param.positions
+            self._values[name] = lambda o=owner, a=attr: o.parametrizations[a].original
+
+    def values(self, name: str) -> nn.Parameter:
+        """The trainable 1-D values of a tensor."""
+        return self._values[name]()
+
+    # --- reading ---------------------------------------------------------------------------
+    def count(self, name: str) -> int:
+        return int(self.values(name).numel())
+
+    def row_counts(self, name: str) -> Tensor:
+        return self.pos[name].counts()
+
+    def active(self, name: str) -> tuple[Tensor, Tensor]:
+        return self.pos[name].flat(), self.values(name).detach()
+
+    def active_rows(self, name: str) -> tuple[Tensor, Tensor, Tensor]:
+        pos = self.pos[name]
+        counts = pos.counts()
+        width = int(counts.max()) if counts.numel() else 0
+        values = self.values(name).detach()
+        if counts.numel() and bool((counts == width).all()):  # every row holds the same count (per_row)
+            return pos.col.long().view(-1, width), values.view(-1, width), counts
+        rows = pos.rows()
+        within = torch.arange(rows.numel(), device=rows.device) - pos.crow[:-1].index_select(0, rows)
+        cols = torch.full((pos.n_rows, width), pos.n_cols, dtype=torch.int64, device=rows.device)
+        w = torch.zeros((pos.n_rows, width), dtype=values.dtype, device=rows.device)
+        cols[rows, within] = pos.col.long()
+        w[rows, within] = values
+        return cols, w, counts
+
+    def grad_rows(self, name: str) -> tuple[Tensor, Tensor] | None:
+        return self.pos[name].take_grad_rows()
+
+    def mask(self, name: str) -> Tensor:
+        pos = self.pos[name]
+        out = torch.zeros(pos.n_rows * pos.n_cols, dtype=torch.bool, device=pos.crow.device)
+        out[pos.flat()] = True
+        return out.view(self.shapes[name])
+
+    def dense(self, name: str) -> Tensor:
+        with torch.no_grad():
+            return self.pos[name].dense(self.values(name).detach())
+
+    # --- writing ---------------------------------------------------------------------------
+    def record_grads(self, on: bool) -> None:
+        for pos in self.pos.values():
+            pos.recording = on
+            if not on:
+                pos.recorded = []
+
+    def before_step(self, fast: bool) -> None:
+        pass  # every stored value is active: nothing to mask
+
+    def after_step(self, fast: bool) -> None:
+        pass
+
+    def state_tensors(self, name: str) -> list[Tensor]:
+        """Optimiser state tensors shaped like the values (per-weight state)."""
+        if self.optimizer is None:
+            return []
+        v = self.values(name)
+        state = self.optimizer.state.get(v, {})
+        return [s for s in state.values() if isinstance(s, Tensor) and s.shape == v.shape]
+
+    @torch.no_grad()
+    def set_active(self, name: str, positions: Tensor) -> int:
+        """New sorted positions, as many as before: kept weights keep value and optimiser state
+        (re-keyed to their new index), new ones start at zero with zero state."""
+        pos = self.pos[name]
+        old = pos.flat()
+        positions = positions.to(old.device)
+        if positions.numel() != old.numel():
+            raise DslrecError(f"compact storage keeps each tensor's budget fixed ({old.numel()} values of "
+                              f"{name}); a method that changes it needs --storage masked")
+        kept = is_member(old, positions)
+        src = torch.searchsorted(old, positions[kept])
+        dst = flat_nonzero(kept).to(old.device)
+        for t in [self.values(name), *self.state_tensors(name)]:
+            moved = torch.zeros_like(t)
+            moved[dst] = t[src]
+            t.copy_(moved)
+        pos.set(positions)
+        return int(positions.numel() - dst.numel())
+
+    def set_active_rows(self, name: str, cols: Tensor, counts: Tensor) -> int:
+        pos = self.pos[name]
+        width = cols.shape[1]
+        valid = torch.arange(width, device=cols.device).expand_as(cols) < counts.unsqueeze(1)
+        rows = torch.arange(cols.shape[0], device=cols.device).unsqueeze(1).expand_as(cols)
+        return self.set_active(name, (rows * pos.n_cols + cols)[valid])
+
+    def state_dict(self) -> dict[str, Tensor]:
+        out = {}
+        for n, pos in self.pos.items():
+            out[f"crow/{n}"] = pos.crow.detach().cpu().clone()
+            out[f"col/{n}"] = pos.col.detach().cpu().clone()
+        return out
+
+    def load_state_dict(self, sd: Mapping[str, Tensor]) -> None:
+        for n, pos in self.pos.items():
+            crow, col = torch.as_tensor(sd[f"crow/{n}"]), torch.as_tensor(sd[f"col/{n}"])
+            if col.numel() != self.count(n) or crow.numel() != pos.n_rows + 1:
+                raise DslrecError(f"saved positions of {n} do not fit this model ({col.numel()} values, "
+                                  f"{self.count(n)} expected); resume with the same settings")
+            pos.crow = crow.to(pos.crow.device, torch.int64)
+            pos.col = col.to(pos.col.device, pos.col.dtype)

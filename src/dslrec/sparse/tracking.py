@@ -1,0 +1,118 @@
+"""What the engine remembers between updates, in memory that follows what is stored.
+
+* ``EverActive``: which positions have ever been active (the exploration rate,
+  random_unseen growth), one bit per position.
+* ``RowSignal``: the gradient gathered for accumulated/momentum growth, kept
+  only for the rows that received gradient.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+
+
+class EverActive:
+    """A bitset over the ``n`` flat positions of a tensor (n / 8 bytes, on the CPU)."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self.bits = np.zeros((n + 7) // 8, dtype=np.uint8)
+
+    def add(self, positions: Tensor) -> None:
+        """Mark positions (any order, repeats allowed) as ever active."""
+        pos = positions.detach().cpu().numpy().astype(np.int64, copy=False)
+        if pos.size > 1 and not bool(np.all(pos[1:] > pos[:-1])):
+            pos = np.unique(pos)
+        if pos.size == 0:
+            return
+        byte = pos >> 3
+        bit = np.left_shift(1, (pos & 7)).astype(np.uint8)
+        starts = np.flatnonzero(np.r_[True, byte[1:] != byte[:-1]])  # one OR per touched byte
+        self.bits[byte[starts]] |= np.bitwise_or.reduceat(bit, starts)
+
+    def contains(self, positions: Tensor) -> Tensor:
+        pos = positions.detach().cpu().numpy().astype(np.int64, copy=False)
+        hit = (self.bits[pos >> 3] >> (pos & 7)) & 1
+        return torch.from_numpy(hit.astype(bool)).to(positions.device)
+
+    def add_mask(self, mask: Tensor) -> None:
+        """Mark the True positions of a dense bool mask (masked storage)."""
+        self.bits |= np.packbits(mask.detach().reshape(-1).cpu().numpy(), bitorder="little")
+
+    def count(self) -> int:
+        return int(_POPCOUNT[self.bits].sum(dtype=np.int64))  # bits past n are never set
+
+    def dense(self) -> Tensor:
+        """As a dense bool tensor (transient: random_unseen growth per row)."""
+        return torch.from_numpy(np.unpackbits(self.bits, bitorder="little")[: self.n].astype(bool))
+
+    def to_tensor(self) -> Tensor:
+        return torch.from_numpy(self.bits.copy())
+
+    def load(self, saved: Tensor) -> None:
+        """From ``to_tensor()``, or from a dense bool tensor (checkpoints before the bitset)."""
+        saved = torch.as_tensor(saved).cpu()
+        if saved.dtype == torch.bool:
+            self.bits[:] = 0
+            self.add(torch.from_numpy(np.flatnonzero(saved.reshape(-1).numpy())))
+        else:
+            self.bits[:] = saved.numpy().astype(np.uint8)
+
+
+class RowSignal:
+    """A per-row sum (``beta`` None) or exponential average of gradients, stored for touched rows only.
+
+    Steps are added as (sorted unique rows, block) pairs and merged lazily (when the pending rows
+    outnumber the stored ones, and when read), so a step costs a list append; ``beta``: the signal
+    after each step is ``beta * signal + (1 - beta) * g``, weighted at the merge.
+    """
+
+    def __init__(self, n_cols: int, beta: float | None = None):
+        self.n_cols, self.beta = n_cols, beta
+        self.rows = torch.empty(0, dtype=torch.int64)
+        self.block = torch.zeros((0, n_cols))
+        self.steps = 0  # steps added so far; ``block`` holds the signal as of ``merged_at``
+        self.merged_at = 0
+        self.pending: list[tuple[Tensor, Tensor, int]] = []
+        self._pending_rows = 0
+
+    def add(self, rows: Tensor, block: Tensor) -> None:
+        self.steps += 1
+        self.pending.append((rows, block.float(), self.steps))
+        self._pending_rows += rows.numel()
+        if self._pending_rows > 2 * self.rows.numel() + (1 << 16):  # amortised: memory stays ~ touched rows
+            self._merge()
+
+    def _weight(self, step: int) -> float:
+        """Weight of the gradient added at ``step`` in the signal as of now (exponential average)."""
+        return (1.0 - self.beta) * self.beta ** (self.steps - step)
+
+    def _merge(self) -> None:
+        if not self.pending:
+            return
+        device = self.pending[0][0].device
+        blocks = [b if self.beta is None else b * self._weight(t) for _, b, t in self.pending]
+        old = self.block if self.beta is None else self.block * self.beta ** (self.steps - self.merged_at)
+        idx = torch.cat([self.rows.to(device)] + [r for r, _, _ in self.pending])
+        rows, inverse = torch.unique(idx, return_inverse=True)
+        block = torch.zeros((rows.numel(), self.n_cols), dtype=torch.float32, device=device)
+        self.rows, self.block = rows, block.index_add_(0, inverse, torch.cat([old.to(device)] + blocks))
+        self.pending, self._pending_rows, self.merged_at = [], 0, self.steps
+
+    def get(self) -> tuple[Tensor, Tensor]:
+        """(sorted rows, (U, C) block)."""
+        self._merge()
+        return self.rows, self.block
+
+    def state(self, prefix: str) -> dict[str, Tensor]:
+        rows, block = self.get()
+        return {f"{prefix}/rows": rows.cpu().clone(), f"{prefix}/block": block.cpu().clone()}
+
+    def load(self, rows: Tensor, block: Tensor) -> None:
+        self.rows, self.block = torch.as_tensor(rows), torch.as_tensor(block).float()
+        self.pending, self._pending_rows, self.steps, self.merged_at = [], 0, 0, 0
