@@ -95,10 +95,11 @@ def final_weights(run_dir: Path) -> dict:
     return torch.load(run_dir / "checkpoint.pt", weights_only=True)["model"]
 
 
-def test_killed_run_resumes_to_the_same_weights(tmp_path):
+@pytest.mark.parametrize("storage", [[], ["--storage", "compact", "--scope", "global"]], ids=["masked", "compact"])
+def test_killed_run_resumes_to_the_same_weights(tmp_path, storage):
     args = ["train", "--model", "mf", "--dataset", "synthetic", "--epochs", "12", "--method", "dsl",
             "--density", "0.3", "--delta-t", "20", "--seed", "2", "--quiet", "--patience", "0",
-            "--batch_size", "2048", "--eval_every", "3"]
+            "--batch_size", "2048", "--eval_every", "3", *storage]
     assert main([*args, "--out", str(tmp_path / "full")]) == 0
 
     # the same run, killed (SIGKILL, no chance to clean up) once a few epochs are logged

@@ -261,6 +261,8 @@ def validate(cfg: RunConfig) -> None:
     check(cfg.batch_size >= 1, f"batch_size must be at least 1, got {cfg.batch_size}")
     check(cfg.lr > 0, f"lr must be positive, got {cfg.lr}")
     check(cfg.optimizer in OPTIMIZERS, f"unknown optimizer {cfg.optimizer!r}; choose {', '.join(OPTIMIZERS)}")
+    check(cfg.optimizer != "sparse_adam" or cfg.weight_decay == 0,
+          "sparse_adam has no weight decay (it would touch every row at every step); use --l2 or --optimizer adamw")
     check(cfg.lr_schedule in ("constant", "cosine"),
           f"unknown lr_schedule {cfg.lr_schedule!r}; choose constant or cosine")
     check(cfg.eval_every >= 1, f"eval_every must be at least 1, got {cfg.eval_every}")

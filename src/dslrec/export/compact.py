@@ -42,6 +42,7 @@ order), so a truncated or altered file fails ``load`` with a clear error.
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,12 +116,15 @@ def write_compact(
     metrics: dict | None = None,
     run: dict | None = None,
     item_counts: np.ndarray | None = None,
+    packed: dict[str, dict] | None = None,
 ) -> dict:
     """Write a compact model file from weights, masks and the dataset; returns its header.
 
     ``state`` is the model's ``state_dict()``; ``masks`` maps sparsified tensor
     names to their masks (None for a dense model). ``dataset`` supplies raw
     ids, the seen section and item counts (unless ``item_counts`` is given).
+    ``packed``: tensors already held as active values and CSR positions (a run
+    with compact storage: ``{name: {values, crow, col, shape}}``), written as they are.
     """
     if dtype not in DTYPES:
         raise DslrecError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
@@ -153,6 +157,18 @@ def write_compact(
             tensors[f"w/{name}"] = stored.contiguous()
             entry = {"layout": "dense", "shape": list(t.shape), "data": f"w/{name}"}
         entries[name] = entry
+    for name, parts in (packed or {}).items():
+        rows, cols = as_2d_shape(tuple(parts["shape"]))
+        counts = parts["crow"].diff().numpy()
+        encoded = {
+            "values": parts["values"].detach().cpu().to(vdtype).contiguous(),
+            "indices": np_to_torch(parts["col"].cpu().numpy().astype(index_dtype(cols))),
+            "row_counts": np_to_torch(counts.astype(count_dtype(int(counts.max(initial=0))))),
+        }
+        entries[name] = {"layout": "csr", "shape": list(parts["shape"]), "nnz": int(encoded["values"].numel())}
+        for part, value in encoded.items():
+            tensors[f"w/{name}/{part}"] = value
+            entries[name][part] = f"w/{name}/{part}"
 
     user_entry, user_tensors = encode_ids(dataset.user_ids, "users")
     item_entry, item_tensors = encode_ids(dataset.item_ids, "items")
@@ -251,23 +267,48 @@ def export(run_dir: str | Path, out_path: str | Path | None = None, dtype: str =
         dataset = stored
     state = rundir.load_weights(run_dir / rundir.BEST)
     masks = rundir.load_weights(run_dir / rundir.BEST_MASKS) if (run_dir / rundir.BEST_MASKS).is_file() else None
-    model = models.build(cfg.model, dataset, **cfg.model_options)
-    try:  # the weights must fit the backbone rebuilt from the config and the training data
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise DslrecError(f"{run_dir / rundir.BEST} does not fit a {cfg.model} built from {rundir.CONFIG} "
-                          f"and the run's training data ({str(e).splitlines()[0]}); the run directory's files "
-                          "do not belong together, retrain the run") from None
+    from dslrec.sparse.compact import split_compact_state
+
+    state, packed = split_compact_state(state)
+    if packed:  # compact storage: the values and positions go to the file as they are, nothing dense is built
+        with torch.device("meta"):
+            model = models.build(cfg.model, dataset, **cfg.model_options)
+        _check_packed(run_dir, cfg.model, model, state, packed)
+        masks = None
+    else:
+        model = models.build(cfg.model, dataset, **cfg.model_options)
+        try:  # the weights must fit the backbone rebuilt from the config and the training data
+            model.load_state_dict(state)
+        except RuntimeError as e:
+            raise DslrecError(f"{run_dir / rundir.BEST} does not fit a {cfg.model} built from {rundir.CONFIG} "
+                              f"and the run's training data ({str(e).splitlines()[0]}); the run directory's files "
+                              "do not belong together, retrain the run") from None
+        state = model.state_dict()
     out = Path(out_path) if out_path is not None else run_dir / "model.dslrec"
     header = write_compact(
-        out, backbone=cfg.model, model_config=dict(model.config), state=model.state_dict(), masks=masks,
+        out, backbone=cfg.model, model_config=dict(model.config), state=state, masks=masks, packed=packed,
         dataset=dataset, dtype=dtype, with_seen=with_seen, item_counts=item_counts,
         metrics={"valid": summary.get("valid", {}), "test": summary.get("test", {})},
         run={"method": cfg.method, "density": cfg.density, "dataset": dataset.name, "seed": cfg.seed,
              "best_epoch": summary.get("best_epoch"), "params": summary.get("params"),
              "dslrec_version": summary.get("dslrec_version")},
     )
-    return {"path": str(out), "sizes": file_sizes(out, header), "dense_bytes": (run_dir / rundir.BEST).stat().st_size}
+    dense_bytes = (run_dir / rundir.BEST).stat().st_size
+    if packed:  # the run's own weights are compact already: compare with the dense float32 checkpoint
+        dense_bytes = sum(t.numel() * t.element_size() for t in state.values()) + 4 * sum(
+            math.prod(p["shape"]) for p in packed.values())
+    return {"path": str(out), "sizes": file_sizes(out, header), "dense_bytes": dense_bytes}
+
+
+def _check_packed(run_dir: Path, backbone: str, model: torch.nn.Module, plain: dict, packed: dict) -> None:
+    """A compact run's weights must fit the backbone rebuilt from its config (shapes only: built on meta)."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    got = {**{k: tuple(v.shape) for k, v in plain.items()}, **{k: tuple(p["shape"]) for k, p in packed.items()}}
+    wrong = sorted(k for k in set(expected) | set(got) if expected.get(k) != got.get(k))
+    if wrong:
+        raise DslrecError(f"{run_dir} best.safetensors does not fit a {backbone} built from its config.yaml "
+                          f"(differs in {', '.join(wrong[:3])}); the run directory's files do not belong together, "
+                          "retrain the run")
 
 
 # --- reading ------------------------------------------------------------------

@@ -80,7 +80,7 @@ class MF(nn.Module):
         nn.init.normal_(self.item.weight, std=INIT_STD)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        dev = self.user.weight.device
+        dev = next(self.parameters()).device  # not .weight: a table may be stored in another form
         u = self.user(batch["users"].to(dev))
         i = self.item(batch["pos"].to(dev))
         j = self.item(batch["neg"].to(dev))

@@ -125,9 +125,10 @@ class NeuMF(nn.Module):
             mu = self.mlp_user(users)[:, None, :]
             chunk = max(1, SCORE_CHUNK_ELEMENTS // max(1, len(users) * width))
             parts = []
+            gmf_items, mlp_items = self.gmf_item.weight, self.mlp_item.weight  # read each table once
             for start in range(0, self.n_items, chunk):  # a few chunks, not a loop over items
-                gi = self.gmf_item.weight[start : start + chunk][None]
-                mi = self.mlp_item.weight[start : start + chunk][None]
+                gi = gmf_items[start : start + chunk][None]
+                mi = mlp_items[start : start + chunk][None]
                 parts.append(self._logits(gu, gi, mu, mi))
             return torch.cat(parts, dim=1)
 

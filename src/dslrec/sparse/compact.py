@@ -59,7 +59,7 @@ class _Gather(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         (src,) = ctx.saved_tensors
         if ctx.sparse:
-            return torch.sparse_coo_tensor(src.unsqueeze(0), grad, (ctx.n,)), None, None
+            return torch.sparse_coo_tensor(src.unsqueeze(0), grad, (ctx.n,), check_invariants=False), None, None
         return torch.zeros(ctx.n, dtype=grad.dtype, device=grad.device).index_add_(0, src, grad), None, None
 
 
@@ -72,6 +72,8 @@ class Positions(nn.Module):
         self.n_rows, self.n_cols = row_shape(self.shape)
         self.register_buffer("crow", torch.zeros(self.n_rows + 1, dtype=torch.int64, device=positions.device))
         self.register_buffer("col", torch.zeros(0, dtype=index_dtype(self.n_cols), device=positions.device))
+        # the dense shape travels with the state dict, so that a saved compact state describes itself
+        self.register_buffer("shape_", torch.tensor(list(self.shape), dtype=torch.int64, device=positions.device))
         self.set(positions)
         self.recording = False
         self.recorded: list[tuple[Tensor | None, Tensor]] = []
@@ -82,6 +84,21 @@ class Positions(nn.Module):
         self.crow = torch.zeros_like(self.crow)
         self.crow[1:] = torch.bincount(rows, minlength=self.n_rows).cumsum(0)
         self.col = (positions - rows * self.n_cols).to(self.col.dtype)
+        self._find_width()
+
+    def _find_width(self) -> None:
+        """The common count of every row, or None when rows differ (then lookups go through CSR)."""
+        counts = self.crow.diff()
+        width = int(counts[0]) if counts.numel() else 0
+        self.width = width if counts.numel() and width > 0 and bool((counts == width).all()) else None
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # the count per tensor may differ from now (global scope): take the saved size
+        col = state_dict.get(prefix + "col")
+        if col is not None and col.shape != self.col.shape:
+            self.col = torch.empty(col.shape, dtype=self.col.dtype, device=self.col.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._find_width()
 
     def rows(self) -> Tensor:
         """The row of every value."""
@@ -106,21 +123,35 @@ class Positions(nn.Module):
         """Dense rows ``idx`` (any shape) as ``idx.shape + (columns,)``, from the values by index
         arithmetic; gradients reach the active values only."""
         flat_idx = idx.reshape(-1).long()
+        if self.width is not None:  # every row holds the same count (scope per_row): plain 2-D gathers
+            out = self._lookup_regular(values, flat_idx, sparse_grad)
+        else:
+            out = self._lookup_csr(values, flat_idx, sparse_grad)
+        if self.recording and out.requires_grad:
+            out.register_hook(lambda g: self.recorded.append((flat_idx, g.detach())))
+        return out.view(*idx.shape, self.n_cols)
+
+    def _lookup_regular(self, values: Tensor, flat_idx: Tensor, sparse_grad: bool) -> Tensor:
+        width = self.width
+        src = (flat_idx.unsqueeze(1) * width + torch.arange(width, device=flat_idx.device)).reshape(-1)
+        vals = _Gather.apply(values, src, sparse_grad).view(-1, width)
+        cols = self.col.view(-1, width).index_select(0, flat_idx).long()
+        return torch.zeros((flat_idx.numel(), self.n_cols), dtype=values.dtype, device=values.device).scatter(
+            1, cols, vals)
+
+    def _lookup_csr(self, values: Tensor, flat_idx: Tensor, sparse_grad: bool) -> Tensor:
         starts = self.crow.index_select(0, flat_idx)
         counts = self.crow.index_select(0, flat_idx + 1) - starts
         n_out = flat_idx.numel()
         total = int(counts.sum())
-        offsets = torch.cumsum(counts, 0) - counts
-        within = torch.arange(total, device=idx.device) - torch.repeat_interleave(offsets, counts, output_size=total)
-        src = torch.repeat_interleave(starts, counts, output_size=total) + within
-        owner = torch.repeat_interleave(torch.arange(n_out, device=idx.device), counts, output_size=total)
+        # value j of looked-up row b sits at starts[b] + j; it is output number offsets[b] + j
+        shift = starts - (torch.cumsum(counts, 0) - counts)
+        src = torch.arange(total, device=flat_idx.device) + torch.repeat_interleave(shift, counts, output_size=total)
+        owner = torch.repeat_interleave(torch.arange(n_out, device=flat_idx.device), counts, output_size=total)
         target = owner * self.n_cols + self.col.index_select(0, src).long()
         vals = _Gather.apply(values, src, sparse_grad)
         out = torch.zeros(n_out * self.n_cols, dtype=values.dtype, device=values.device)
-        out = out.index_put((target,), vals).view(n_out, self.n_cols)
-        if self.recording and out.requires_grad:
-            out.register_hook(lambda g: self.recorded.append((flat_idx, g.detach())))
-        return out.view(*idx.shape, self.n_cols)
+        return out.index_put((target,), vals).view(n_out, self.n_cols)
 
     def _record_dense(self, g: Tensor) -> None:
         self.recorded.append((None, g.detach().reshape(self.n_rows, self.n_cols)))
@@ -154,8 +185,16 @@ class CompactEmbedding(nn.Module):
         self.values = nn.Parameter(values)
         self.sparse = False  # True: the values' gradient is a sparse tensor (for sparse_adam)
 
+        self.resize = None  # set by the storage: installs a values parameter of another size
+
     def forward(self, idx: Tensor) -> Tensor:
         return self.positions.lookup(self.values, idx, self.sparse)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        saved = state_dict.get(prefix + "values")
+        if saved is not None and saved.shape != self.values.shape and self.resize is not None:
+            self.resize(torch.zeros(saved.shape, dtype=self.values.dtype, device=self.values.device))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
     def weight(self) -> Tensor:
@@ -196,6 +235,7 @@ class CompactStorage(WeightStorage):
         self.optimizer = optimizer
         self.pos: dict[str, Positions] = {}
         self._values: dict[str, callable] = {}
+        self._setters: dict[str, callable] = {}
         for name, p in params.items():
             self._convert(model, name, p, positions[name].to(p.device))
 
@@ -213,14 +253,39 @@ class CompactStorage(WeightStorage):
             setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
             self.pos[name] = module.positions
             self._values[name] = lambda m=module: m.values
+            self._setters[name] = lambda v, m=module: setattr(m, "values", v)
+            module.resize = lambda t, n=name: self._install(n, t, {})
         else:
             if parametrize.is_parametrized(owner, attr):
                 raise DslrecError(f"{name} is already parametrized; compact storage needs a plain tensor "
                                   "(use --storage masked)")
             param = CompactParametrization(p.shape, positions)
             parametrize.register_parametrization(owner, attr, param, unsafe=True)
+            plist = owner.parametrizations[attr]
             self.pos[name] = param.positions
-            self._values[name] = lambda o=owner, a=attr: o.parametrizations[a].original
+            self._values[name] = lambda pl=plist: pl.original
+            self._setters[name] = lambda v, pl=plist: setattr(pl, "original", v)
+
+            def resize_on_load(module, state_dict, prefix, *args, n=name):
+                saved = state_dict.get(prefix + "original")
+                if saved is not None and saved.shape != self.values(n).shape:
+                    self._install(n, torch.zeros(saved.shape, dtype=saved.dtype, device=self.values(n).device), {})
+
+            plist.register_load_state_dict_pre_hook(resize_on_load)
+
+    def _install(self, name: str, values: Tensor, state: dict) -> nn.Parameter:
+        """A new values parameter (another count: global scope) in the model and in the optimiser,
+        with ``state`` as its optimiser state (the old one's re-keyed by the caller)."""
+        old = self.values(name)
+        new = nn.Parameter(values, requires_grad=old.requires_grad)
+        self._setters[name](new)
+        if self.optimizer is not None:
+            for group in self.optimizer.param_groups:
+                group["params"] = [new if q is old else q for q in group["params"]]
+            old_state = self.optimizer.state.pop(old, {})
+            if old_state:
+                self.optimizer.state[new] = {**old_state, **state}
+        return new
 
     def values(self, name: str) -> nn.Parameter:
         """The trainable 1-D values of a tensor."""
@@ -232,6 +297,10 @@ class CompactStorage(WeightStorage):
 
     def row_counts(self, name: str) -> Tensor:
         return self.pos[name].counts()
+
+    def col_counts(self, name: str) -> Tensor:
+        pos = self.pos[name]
+        return torch.bincount(pos.col.long(), minlength=pos.n_cols)
 
     def active(self, name: str) -> tuple[Tensor, Tensor]:
         return self.pos[name].flat(), self.values(name).detach()
@@ -292,16 +361,23 @@ class CompactStorage(WeightStorage):
         pos = self.pos[name]
         old = pos.flat()
         positions = positions.to(old.device)
-        if positions.numel() != old.numel():
-            raise DslrecError(f"compact storage keeps each tensor's budget fixed ({old.numel()} values of "
-                              f"{name}); a method that changes it needs --storage masked")
         kept = is_member(old, positions)
         src = torch.searchsorted(old, positions[kept])
         dst = flat_nonzero(kept).to(old.device)
-        for t in [self.values(name), *self.state_tensors(name)]:
-            moved = torch.zeros_like(t)
+
+        def rekey(t: Tensor) -> Tensor:
+            moved = t.new_zeros((positions.numel(),) + tuple(t.shape[1:]))
             moved[dst] = t[src]
-            t.copy_(moved)
+            return moved
+
+        values = self.values(name)
+        if positions.numel() == old.numel():
+            for t in [values, *self.state_tensors(name)]:
+                t.copy_(rekey(t))
+        else:  # the tensor's share of a global budget changed: new tensors, state re-keyed into them
+            state = self.optimizer.state.get(values, {}) if self.optimizer is not None else {}
+            moved = {k: rekey(v) for k, v in state.items() if isinstance(v, Tensor) and v.shape == values.shape}
+            self._install(name, rekey(values.detach()), moved)
         pos.set(positions)
         return int(positions.numel() - dst.numel())
 
@@ -322,8 +398,55 @@ class CompactStorage(WeightStorage):
     def load_state_dict(self, sd: Mapping[str, Tensor]) -> None:
         for n, pos in self.pos.items():
             crow, col = torch.as_tensor(sd[f"crow/{n}"]), torch.as_tensor(sd[f"col/{n}"])
-            if col.numel() != self.count(n) or crow.numel() != pos.n_rows + 1:
-                raise DslrecError(f"saved positions of {n} do not fit this model ({col.numel()} values, "
-                                  f"{self.count(n)} expected); resume with the same settings")
+            if crow.numel() != pos.n_rows + 1 or int(crow[-1]) != col.numel():
+                raise DslrecError(f"saved positions of {n} do not fit this model ({crow.numel() - 1} rows saved, "
+                                  f"{pos.n_rows} here); resume with the same settings")
+            if col.numel() != self.count(n):
+                values = self.values(n)
+                self._install(n, values.detach().new_zeros(col.numel()), {})
             pos.crow = crow.to(pos.crow.device, torch.int64)
             pos.col = col.to(pos.col.device, pos.col.dtype)
+            pos._find_width()
+
+
+# --- compact state dicts (what a compact run saves) -------------------------------------------------
+
+def split_compact_state(state: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, dict[str, Tensor]]]:
+    """A compact model's ``state_dict`` as (plain tensors, ``{dense name: {values, crow, col, shape}}``).
+
+    ``user.values`` + ``user.positions.*`` is the table ``user.weight``;
+    ``mlp.1.parametrizations.weight.original`` + ``...weight.0.positions.*`` is ``mlp.1.weight``.
+    """
+    plain, compact = {}, {}
+    for key, t in state.items():
+        if key.endswith(".values") and f"{key[:-7]}.positions.crow" in state:
+            base = key[:-7]
+            compact[f"{base}.weight"] = {"values": t, **_positions(state, f"{base}.positions.")}
+        elif ".parametrizations." in key and key.endswith(".original"):
+            owner, rest = key.split(".parametrizations.", 1)
+            attr = rest[: -len(".original")]
+            prefix = f"{owner}.parametrizations.{attr}.0.positions."
+            if f"{prefix}crow" not in state:
+                plain[key] = t
+                continue
+            compact[f"{owner}.{attr}"] = {"values": t, **_positions(state, prefix)}
+        elif ".positions." not in key:
+            plain[key] = t
+    return plain, compact
+
+
+def _positions(state: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    return {"crow": state[f"{prefix}crow"], "col": state[f"{prefix}col"],
+            "shape": torch.Size(state[f"{prefix}shape_"].tolist())}
+
+
+def packed_masks(packed: Mapping[str, dict]) -> dict[str, Tensor]:
+    """Dense bool masks of packed tensors (``split_compact_state``), for small models' cost counts."""
+    out = {}
+    for name, parts in packed.items():
+        n_rows, n_cols = row_shape(parts["shape"])
+        rows = torch.repeat_interleave(torch.arange(n_rows), parts["crow"].diff())
+        mask = torch.zeros(n_rows * n_cols, dtype=torch.bool)
+        mask[rows * n_cols + parts["col"].long()] = True
+        out[name] = mask.view(parts["shape"])
+    return out

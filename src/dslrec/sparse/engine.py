@@ -200,6 +200,15 @@ class SparseEngine:
             return mask.reshape(mask.shape[0], -1).sum(dim=1)
         return self.storage.row_counts(name)
 
+    def axis_counts(self, name: str, axis: int) -> Tensor:
+        """Active weights of a tensor per index along ``axis`` (0: per row; 1: per column of a matrix)."""
+        if axis == 0:
+            return self.row_counts(name)
+        if axis == 1 and len(self.shapes[name]) == 2 and self.policy.soft_mask(self, name) is None:
+            return self.storage.col_counts(name)
+        mask = self._current_mask(name)
+        return mask.sum(dim=[d for d in range(mask.dim()) if d != axis])
+
     def zeta(self, t: int | None = None) -> float:
         """The update ratio zeta_t of the DSL schedule at iteration ``t`` (default: now)."""
         cfg = self.cfg

@@ -72,6 +72,10 @@ class WeightStorage(ABC):
         """Active weights per row (int64)."""
 
     @abstractmethod
+    def col_counts(self, name: str) -> Tensor:
+        """Active weights per column of a matrix (int64)."""
+
+    @abstractmethod
     def active(self, name: str) -> tuple[Tensor, Tensor]:
         """Sorted flat positions of the active weights (int64) and their weights."""
 
@@ -176,6 +180,9 @@ class MaskedDenseStorage(WeightStorage):
 
     def row_counts(self, name: str) -> Tensor:
         return as_rows(self.masks[name]).sum(dim=1)
+
+    def col_counts(self, name: str) -> Tensor:
+        return self.masks[name].sum(dim=0)
 
     def active(self, name: str) -> tuple[Tensor, Tensor]:
         pos = flat_nonzero(self.masks[name].reshape(-1)).to(self.params[name].device)

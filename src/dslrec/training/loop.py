@@ -27,6 +27,7 @@ from dslrec import rundir
 from dslrec.errors import DslrecError
 from dslrec.progress import progress_bar
 from dslrec.settings import RunConfig
+from dslrec.training.optim import make_optimizer
 from dslrec.training.records import BudgetSpread
 
 
@@ -36,17 +37,6 @@ def pick_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise DslrecError("--device cuda was asked for but no CUDA GPU is available; use --device cpu or auto")
     return torch.device(name)
-
-
-def make_optimizer(cfg: RunConfig, params) -> torch.optim.Optimizer:
-    params = [p for p in params if p.requires_grad]
-    # The fused kernels are ~3x faster on CPU, and the default Adam is slow on a masked model
-    # (most moments are zero; benchmarks/bench_mask_update.py).
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
 def make_lr_schedule(cfg: RunConfig, optimizer, total_steps: int):
@@ -84,9 +74,10 @@ def peak_rss_mb() -> float:
 
 
 def save_masks(run_dir: Path, engine) -> None:
-    """The best epoch's masks beside its weights (an active weight may be exactly zero)."""
+    """The best epoch's masks beside its weights (an active weight may be exactly zero). Compact
+    storage's weights carry their positions: no masks file."""
     path = run_dir / rundir.BEST_MASKS
-    if engine is None:
+    if engine is None or engine.cfg.storage == "compact":
         path.unlink(missing_ok=True)
     else:
         rundir.save_weights(path, {k: m.to(torch.uint8) for k, m in engine.masks.items()})
@@ -140,8 +131,11 @@ class Trainer:
         total_steps = phase.epochs * self.steps_per_epoch
         if resume is None and phase.prepare is not None:
             phase.prepare()
-        optimizer = make_optimizer(cfg, model.parameters())
-        engine = phase.make_engine(model, optimizer, total_steps) if phase.make_engine else None
+        # the engine first: compact storage replaces the model's tensors, the optimiser trains what it left
+        engine = phase.make_engine(model, None, total_steps) if phase.make_engine else None
+        optimizer = make_optimizer(cfg, model)
+        if engine is not None:
+            engine.attach(optimizer)
         schedule = make_lr_schedule(cfg, optimizer, total_steps)
         start_epoch, best_metric, best_epoch, bad_evals = 0, -math.inf, None, 0
         # the phase's first eligible validation value; patience counts only once the best value is past
@@ -182,7 +176,7 @@ class Trainer:
             }
             if engine is not None:
                 record["sparse"] = engine.epoch_record()
-                record["sparse"]["spread"] = self.spread(engine.masks)
+                record["sparse"]["spread"] = self.spread(engine.shapes, engine.axis_counts)
             eligible = engine is None or getattr(engine, "at_target", lambda: True)()
             last = epoch == phase.epochs - 1
             if (epoch + 1) % cfg.eval_every == 0 or last:

@@ -43,12 +43,13 @@ class BudgetSpread:
         self.n_users, self.n_items = dataset.n_users, dataset.n_items
         self.groups = {"user": user_groups(dataset, N_GROUPS), "item": item_groups(dataset, N_GROUPS)}
 
-    def __call__(self, masks: dict[str, torch.Tensor]) -> dict:
+    def __call__(self, shapes: dict[str, torch.Size], count_along) -> dict:
+        """``count_along(name, axis)``: a tensor's active weights per index of ``axis`` (the engine's
+        ``axis_counts``, which never needs a dense mask for compact storage)."""
         per_entity = {"user": np.zeros(self.n_users), "item": np.zeros(self.n_items)}
-        for name, mask in masks.items():
-            for axis, owner in axis_owners(name, mask.shape, self.n_users, self.n_items):
-                dims = [d for d in range(mask.dim()) if d != axis]
-                counts = (mask.sum(dim=dims) if dims else mask.long()).cpu().numpy().astype(np.float64)
+        for name, shape in shapes.items():
+            for axis, owner in axis_owners(name, shape, self.n_users, self.n_items):
+                counts = count_along(name, axis).cpu().numpy().astype(np.float64)
                 if owner == "user+item":
                     per_entity["user"] += counts[: self.n_users]
                     per_entity["item"] += counts[self.n_users:]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import math
 import os
 import statistics
 import time
@@ -91,7 +92,10 @@ def run_cost(model, dataset, cfg: RunConfig, run_dir: Path, summary: dict) -> di
 
     masks_path = run_dir / rundir.BEST_MASKS
     masks = ({k: v.bool() for k, v in rundir.load_weights(masks_path).items()} if masks_path.exists() else None)
-    cost = cost_section(model, dataset, masks, cfg)
+    if cfg.storage == "compact":
+        cost = compact_run_cost(dataset, cfg, run_dir)
+    else:
+        cost = cost_section(model, dataset, masks, cfg)
     cost["measured"] = {
         "epoch_s": summary["time"]["epoch_s"],
         "eval_s": summary["time"]["eval_s"],
@@ -99,6 +103,30 @@ def run_cost(model, dataset, cfg: RunConfig, run_dir: Path, summary: dict) -> di
         "peak_cuda_mb": summary.get("peak_cuda_mb"),
     }
     return cost
+
+
+# The exact MAC counts build dense masks (numpy, 8 bytes a position); a compact run above this many
+# sparsified positions records its parameter counts only, so that counting never costs more memory
+# than the training it describes.
+COST_DENSE_LIMIT = 20_000_000
+
+
+def compact_run_cost(dataset, cfg: RunConfig, run_dir: Path) -> dict:
+    """``cost`` of a compact run, from its best weights' positions and a backbone built on meta."""
+    from dslrec import models
+    from dslrec.export.cost import cost_section
+    from dslrec.sparse.compact import packed_masks, split_compact_state
+
+    _, packed = split_compact_state(rundir.load_weights(run_dir / rundir.BEST))
+    positions = sum(math.prod(p["shape"]) for p in packed.values())
+    if positions > COST_DENSE_LIMIT:
+        active = sum(int(p["values"].numel()) for p in packed.values())
+        return {"parameters": {"sparsified": positions, "sparsified_active": active},
+                "macs": {"note": f"not counted: {positions:,} sparsified positions is above the exact count's "
+                                 f"limit of {COST_DENSE_LIMIT:,} (it builds dense masks)"}}
+    with torch.device("meta"):
+        meta = models.build(cfg.model, dataset, **cfg.model_options)
+    return cost_section(meta, dataset, packed_masks(packed), cfg)
 
 
 def train(settings: dict[str, Any] | None = None, *, config_file: str | Path | None = None,
