@@ -37,6 +37,7 @@ Order inside ``step()`` (t counts completed optimiser steps, from 1):
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import torch
@@ -92,6 +93,7 @@ class SparseEngine:
         self._moved_since = {n: 0 for n in self.names}
         self._moved_last = {n: 0 for n in self.names}
         self._updates_since = 0
+        self._update_seconds: list[float] = []  # wall time of each update since the last record
         self._force_full = True  # first step after construction/loading re-masks everything
         self._grads: dict[str, tuple[Tensor, Tensor] | None] = {}  # this step's gradient rows
 
@@ -162,7 +164,9 @@ class SparseEngine:
         self._force_full = False
         self.t = t
         if update:
+            started = time.perf_counter()
             self.policy.update(self)
+            self._update_seconds.append(time.perf_counter() - started)
             self.n_updates += 1
             self._updates_since += 1
         self.policy.after_step(self)
@@ -232,8 +236,9 @@ class SparseEngine:
             "moved": sum(self._moved_since.values()), "moved_last_update": sum(self._moved_last.values()),
             "active": active, "sparsifiable": total, "density": active / total,
             "exploration_rate": sum(e.count() for e in self.ever.values()) / total,
-            "at_target": self.at_target(), "tensors": tensors,
+            "at_target": self.at_target(), "update_s": self._update_seconds, "tensors": tensors,
         }
+        self._update_seconds = []
         self._moved_since = {n: 0 for n in self.names}
         self._updates_since = 0
         return record

@@ -90,6 +90,20 @@ def settled(engine) -> bool:
     return engine is None or engine.settled()
 
 
+def tensor_bytes(model: torch.nn.Module, optimizer) -> dict[str, int]:
+    """Bytes of the model's parameters and buffers and of the optimiser's state (what training keeps)."""
+    def size(tensors) -> int:
+        seen, total = set(), 0
+        for t in tensors:
+            if isinstance(t, torch.Tensor) and not t.is_sparse and id(t) not in seen:
+                seen.add(id(t))
+                total += t.numel() * t.element_size()
+        return total
+
+    state = [v for s in optimizer.state.values() for v in s.values()]
+    return {"model": size([*model.parameters(), *model.buffers()]), "optimizer": size(state)}
+
+
 def clone_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
@@ -113,6 +127,7 @@ class Trainer:
         self.spread = BudgetSpread(dataset)
         self.records: list[dict] = []
         self.global_epoch = 0
+        self.tensor_bytes: dict[str, int] = {}
 
     # -- one phase ---------------------------------------------------------
     @functools.cached_property
@@ -214,6 +229,7 @@ class Trainer:
             if stop:
                 self.say(f"early stop: no {cfg.metric} improvement in {cfg.patience} evaluations")
                 break
+        self.tensor_bytes = tensor_bytes(model, optimizer)
         return PhaseResult(best_state, best_epoch, best_valid, engine)
 
     def learning(self, best: float, first: float) -> bool:

@@ -252,6 +252,8 @@ def _train_in(run_dir: Path, cfg: RunConfig, recorded: RunConfig | None, checkpo
             "eval_s": eval_s,
         },
         "peak_rss_mb": peak_rss_mb(),
+        "tensor_bytes": trainer.tensor_bytes,  # model and optimiser state at the end of training
+        "storage": cfg.storage,
         "device": str(device),
         "dslrec_version": __version__,
         "run_dir": str(run_dir),
