@@ -71,15 +71,15 @@ def filter_min_rating(log: InteractionLog, min_rating: float) -> InteractionLog:
     return kept
 
 
-def _pair_keys(log: InteractionLog, with_split: bool = False) -> np.ndarray:
-    """int64 ``user * n_items + item`` per interaction (``* 3 + split`` with ``with_split``),
-    built in place: one array of that size, no temporaries."""
-    key = log.users.astype(np.int64)
+def _pair_keys(log: InteractionLog, with_split: bool = False, where: np.ndarray | None = None) -> np.ndarray:
+    """int64 ``user * n_items + item`` per interaction (of the rows ``where`` holds; ``* 3 + split``
+    with ``with_split``), built in place: one array of that size, no temporaries."""
+    key = (log.users if where is None else log.users[where]).astype(np.int64)
     key *= log.n_items
-    key += log.items
+    key += log.items if where is None else log.items[where]
     if with_split:
         key *= 3
-        key += log.split
+        key += log.split if where is None else log.split[where]
     return key
 
 
@@ -112,18 +112,17 @@ def drop_seen_heldout(log: InteractionLog) -> tuple[InteractionLog, dict[str, in
     from the ranking, so such a held-out interaction could never be a hit and
     would only lower the metrics. Returns the log and the count dropped per split.
     """
-    pair = _pair_keys(log)
-    seen = pair[log.split == TRAIN]
+    seen = _pair_keys(log, where=log.split == TRAIN)
     seen.sort(kind="stable")  # (np.isin is slow on big arrays in numpy 2.x: sorted keys are searched)
-    drop = np.zeros(len(pair), dtype=bool)
+    drop = np.zeros(len(log), dtype=bool)
     counts = {}
     for code, name in ((VALID, "valid"), (TEST, "test")):
-        rows = np.flatnonzero(log.split == code)
-        query = pair[rows]
-        hit = rows[_in_sorted(seen, query)]
-        drop[hit] = True
-        counts[name] = len(hit)
-        if code == VALID and len(rows):  # test items are ranked without valid ones too
+        rows = log.split == code
+        query = _pair_keys(log, where=rows)
+        hit = _in_sorted(seen, query)
+        drop[np.flatnonzero(rows)[hit]] = True
+        counts[name] = int(hit.sum())
+        if code == VALID and len(query):  # test items are ranked without valid ones too
             seen = np.concatenate([seen, query])
             seen.sort(kind="stable")
     return (log.select(~drop) if drop.any() else log), counts
@@ -185,13 +184,15 @@ def _rank_from_end(users: np.ndarray, n_users: int, key: np.ndarray | None = Non
     else:
         within = np.empty(n, dtype=np.int64)
         within[np.argsort(key, kind="stable")] = np.arange(n)
-    # One unique int64 key per interaction: a plain (fast, unstable) argsort is deterministic.
-    # (Built in place, and positions in int32 when they fit: big logs stay within memory.)
-    unique = users.astype(np.int64)
-    unique *= n
-    unique += within
+    # One unique int64 key per interaction, so any sort gives the same order; the stable one
+    # (timsort) is several times faster when the users come grouped, as files list them.
+    # (Built in place, a block at a time, and positions in int32 when they fit: big logs stay
+    # within memory.)
+    unique = within
+    for start in range(0, n, 1 << 20):
+        unique[start : start + (1 << 20)] += users[start : start + (1 << 20)].astype(np.int64) * n
     del within
-    order = np.argsort(unique)
+    order = np.argsort(unique, kind="stable")
     del unique
     small = np.int32 if n < 2**31 else np.int64
     counts = np.bincount(users, minlength=n_users).astype(small)
@@ -231,11 +232,11 @@ def _holdout_labels(rank: np.ndarray, users: np.ndarray, n_test: np.ndarray, n_v
 def carve_valid(log: InteractionLog, valid_ratio: float, seed: int) -> np.ndarray:
     """Split labels with a random per-user ``valid_ratio`` of the given training rows moved to valid."""
     label = log.split.copy()
-    train = np.flatnonzero(label == TRAIN)
+    train = label == TRAIN
     rng = np.random.default_rng(seed)
     users = log.users[train]
     rank, n = _rank_from_end(users, log.n_users, rng=rng)
-    label[train[rank < _take(n, n, valid_ratio)[users]]] = VALID
+    label[train] = np.where(rank < _take(n, n, valid_ratio)[users], VALID, TRAIN)
     return label
 
 
@@ -291,13 +292,14 @@ def assemble(log: InteractionLog, label: np.ndarray, protocol: str, name: str,
     shape = (log.n_users, log.n_items)
     mats, ratings, times = {}, {}, {}
     for code, split in zip((TRAIN, VALID, TEST), SPLITS):
-        idx = np.flatnonzero(label == code)
-        u, i = log.users[idx], log.items[idx]
+        rows = label == code
+        u, i = log.users[rows], log.items[rows]
         mats[split] = csr_from_pairs(u, i, shape)
-        if mats[split].nnz != len(idx):  # dedupe() makes pairs unique within a split
+        if mats[split].nnz != len(u):  # dedupe() makes pairs unique within a split
             raise DslrecError(f"dataset {name!r}: duplicate interactions in split {split}; this is a bug")
         if log.ratings is None and log.timestamps is None:
             continue
+        idx = np.flatnonzero(rows)
         order = idx[np.argsort(u * np.int64(log.n_items) + i)]  # CSR data order; keys are unique
         if log.ratings is not None:
             ratings[split] = log.ratings[order]

@@ -30,7 +30,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from dslrec.errors import DslrecError, warn
 
@@ -45,7 +44,7 @@ COLUMN_ALIASES = {
     "timestamp": ("timestamp", "time", "ts", "datetime", "date"),
 }
 _MAX_DIGITS = 18  # int64 holds every 18-digit number
-BLOCK_BYTES = 1 << 23  # bytes of text parsed at a time (whole lines; a longer line is one block)
+BLOCK_BYTES = 1 << 21  # bytes of text parsed at a time (whole lines; a longer line is one block)
 # Byte classes of integer-only files: 0 not allowed, 1 digit, 2 whitespace.
 _BYTE_KIND = np.zeros(256, dtype=np.uint8)
 _BYTE_KIND[ord("0") : ord("9") + 1] = 1
@@ -142,15 +141,17 @@ def _scan_block(data: bytes, path: Path, fmt: str, line0: int,
     buf = np.frombuffer(data, dtype=np.uint8)
     digit = (buf - np.uint8(48)) < 10  # (wraps below '0')
     newline = buf == 10
-    if not (digit | newline | (buf == 32) | (buf == 9) | (buf == 13)).all():
+    ok = digit | newline | (buf == 32)
+    if not ok.all() and not (ok | (buf == 9) | (buf == 13)).all():  # tabs and CRs are rare: checked last
         line, token = _line_of(data, int(np.argmin(_BYTE_KIND[buf])))
         raise DslrecError(
             f"{path}:{line0 + line}: {token.decode(errors='replace')!r} is not an integer id; "
             f"{fmt} files hold non-negative integer ids separated by spaces"
         )
-    edge = np.diff(digit.view(np.int8), prepend=np.int8(0), append=np.int8(0))
-    starts = np.flatnonzero(edge == 1)  # first digit of each token
-    too_long = np.flatnonzero(np.flatnonzero(edge == -1) - starts > _MAX_DIGITS)
+    # the edges of the digit runs, in order: start, end, start, end, ...
+    edges = np.flatnonzero(np.diff(digit.view(np.int8), prepend=np.int8(0), append=np.int8(0)))
+    starts = edges[0::2]  # first digit of each token
+    too_long = np.flatnonzero(edges[1::2] - starts > _MAX_DIGITS)
     if len(too_long):
         line, token = _line_of(data, int(starts[too_long[0]]))
         raise DslrecError(f"{path}:{line0 + line}: id {token.decode()[:30]}... has too many digits "
@@ -227,6 +228,8 @@ def _int_ids(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _str_ids(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Dense codes of string ids; numeric order when every id is an integer."""
+    import pandas as pd  # (imported when needed: loading integer files does without it)
+
     codes, uniq = pd.factorize(pd.Series(values, dtype=object), sort=False)
     uniq = np.asarray(uniq, dtype=str)
     as_int = None
@@ -386,6 +389,8 @@ def _resolve_columns(path: Path, header: list[str], columns: dict[str, str] | No
 
 def _numeric(path: Path, frame: pd.DataFrame, col: str, what: str, dates: bool) -> np.ndarray:
     """A column as float64; ISO dates allowed for timestamps; bad values name their line."""
+    import pandas as pd
+
     raw = frame[col]
     if raw.dtype.kind == "f":
         return raw.to_numpy(dtype=np.float64)
@@ -405,6 +410,8 @@ def _numeric(path: Path, frame: pd.DataFrame, col: str, what: str, dates: bool) 
 
 def _parse_table(path: Path, sep: str, names: list[str], roles: dict[str, str], typed: bool,
                  encoding: str = "utf-8") -> pd.DataFrame:
+    import pandas as pd
+
     # Ids stay strings; rating/timestamp parse as floats in the C parser (fast path).
     # Any value the fast path rejects makes the caller re-read as strings to name the line.
     dtype = {c: str for c in roles.values()}
