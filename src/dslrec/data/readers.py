@@ -156,6 +156,8 @@ def _scan_block(data: bytes, path: Path, fmt: str, line0: int,
         line, token = _line_of(data, int(starts[too_long[0]]))
         raise DslrecError(f"{path}:{line0 + line}: id {token.decode()[:30]}... has too many digits "
                           f"(at most {_MAX_DIGITS})")
+    if len(starts) == 0:  # blank lines only (np.fromstring would read them as a 0)
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int64)
     values = np.fromstring(data, dtype=np.int64, sep=" ")  # C parser; the bytes are checked above
     if len(values) != len(starts):  # cannot happen after validation; guards numpy parser changes
         raise DslrecError(f"{path}: could not parse the integer ids; check the file format ({fmt})")
