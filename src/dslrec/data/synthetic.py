@@ -140,7 +140,8 @@ def write_lightgcn_folder(path, n_users: int = 2_000_000, n_items: int = 500_000
     cdf = np.cumsum(weight / weight.sum())
     users = np.repeat(np.arange(n_users, dtype=np.int64), counts)
     items = np.minimum(np.searchsorted(cdf, rng.random(len(users))), n_items - 1)
-    # distinct items per user: redraw repeats (few rounds; popular items repeat most)
+    # distinct items per user: redraw repeats (a few rounds; popular items repeat most). Users
+    # come sorted, so the stable sorts below are nearly linear.
     while True:
         key = users * n_items + items
         order = np.argsort(key, kind="stable")
@@ -149,13 +150,12 @@ def write_lightgcn_folder(path, n_users: int = 2_000_000, n_items: int = 500_000
         if not dup.any():
             break
         items[dup] = np.minimum(np.searchsorted(cdf, rng.random(int(dup.sum()))), n_items - 1)
-    order = np.lexsort((items, users))
-    users, items = users[order], items[order]
+    users, items = users[order], items[order]  # (user, item) order, as the files list them
     # per user, a random test_ratio share goes to test (users with one item keep it in train)
     n_test = np.where(counts >= 2, np.maximum(1, np.floor(counts * test_ratio + 0.5)).astype(np.int64), 0)
     start = np.cumsum(counts) - counts
+    shuffle = np.argsort((users << 31) | rng.integers(0, 2**31, size=len(users)), kind="stable")
     rank = np.empty(len(users), dtype=np.int64)  # a random rank of each interaction within its user
-    shuffle = np.lexsort((rng.random(len(users)), users))
     rank[shuffle] = np.arange(len(users)) - start[users[shuffle]]
     test = rank < n_test[users]
     written = {}
