@@ -117,7 +117,7 @@ def main() -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "benchmark": "loading", "repeat": args.repeat, "folder": {**counts, "text_mb": round(size_mb)},
-        "command": " ".join(["benchmarks/bench_loading.py", *sys.argv[1:]]), "src": str(SRC),
+        "command": " ".join(["benchmarks/bench_loading.py", *sys.argv[1:]]), "src": str(SRC.relative_to(REPO)) if SRC.is_relative_to(REPO) else str(SRC),
         "host": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
                  "load_average": [round(x, 2) for x in os.getloadavg()]},
         "target": TARGET, "results": rows,
