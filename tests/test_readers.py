@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dslrec.data import load
 from dslrec.data.readers import TEST, TRAIN, VALID, detect, read, read_citeulike, read_csv, read_inter, read_lightgcn
@@ -212,3 +214,167 @@ def test_gowalla_loads_with_its_split(monkeypatch):
     monkeypatch.setenv("DSLREC_DATA_DIR", str(SHARED))
     ds = load("gowalla")
     assert ds.train.nnz + ds.valid.nnz == 810_128 and ds.test.nnz == 217_242
+
+
+# ---------------------------------------------------------------- block-wise parsing: edge cases
+
+
+def reference_lines(text: str) -> list[tuple[int, list[int]]]:
+    """(user, items) per non-blank line, the plain-Python way."""
+    out = []
+    for line in text.splitlines():
+        tokens = line.split()
+        if tokens:
+            out.append((int(tokens[0]), [int(t) for t in tokens[1:]]))
+    return out
+
+
+def parsed_lines(path: Path) -> list[tuple[int, list[int]]]:
+    from dslrec.data.readers import _read_user_lines
+
+    heads, counts, items = _read_user_lines(path)
+    starts = np.r_[0, np.cumsum(counts)]
+    return [(int(h), items[a:b].tolist()) for h, a, b in zip(heads, starts[:-1], starts[1:])]
+
+
+TRICKY = [
+    "0 1 2\n1 2 10\n",
+    "0 1 2\n1 2 10",  # no final newline
+    "0 1 2\r\n1 2 10\r\n",  # CRLF
+    "  7\t100   200 \n\n\n 9 300\t\n",  # tabs, runs of spaces, blank lines, leading and trailing blanks
+    "5\n6 1\n5\n",  # lines without items, a user listed twice
+    "1 " + " ".join(str(i) for i in range(300)) + "\n2 3\n",  # a line longer than a block
+    "123456789012345678 999999999999999999\n0 0\n",  # 18-digit ids
+    "\n\n0 1\n",  # leading blank lines
+]
+
+
+@pytest.mark.parametrize("block", [1, 3, 8, 64, 1 << 21])
+@pytest.mark.parametrize("text", TRICKY)
+def test_user_lines_match_a_plain_parser_for_any_block_size(tmp_path, monkeypatch, block, text):
+    import dslrec.data.readers as readers
+
+    monkeypatch.setattr(readers, "BLOCK_BYTES", block)
+    path = tmp_path / "train.txt"
+    path.write_bytes(text.encode())
+    assert parsed_lines(path) == reference_lines(text)
+
+
+@settings(max_examples=60, deadline=None)
+@given(lines=st.lists(st.tuples(st.integers(0, 10**6), st.lists(st.integers(0, 10**12), max_size=8)), max_size=30),
+       seps=st.lists(st.sampled_from([" ", "  ", "\t", " \t "]), min_size=1, max_size=4),
+       ends=st.sampled_from(["\n", "\r\n", " \n", "\n\n"]), last=st.booleans(), block=st.integers(1, 40))
+def test_user_lines_property(tmp_path_factory, lines, seps, ends, last, block):
+    import dslrec.data.readers as readers
+
+    text = ends.join(seps[k % len(seps)].join(map(str, [u, *items])) for k, (u, items) in enumerate(lines))
+    if last and text:
+        text += ends
+    if not text.strip():
+        return
+    path = tmp_path_factory.mktemp("lines") / "train.txt"
+    path.write_bytes(text.encode())
+    old = readers.BLOCK_BYTES
+    readers.BLOCK_BYTES = block
+    try:
+        assert parsed_lines(path) == reference_lines(text)
+    finally:
+        readers.BLOCK_BYTES = old
+
+
+@pytest.mark.parametrize("block", [4, 1 << 21])
+def test_errors_name_the_line_in_any_block(tmp_path, monkeypatch, block):
+    import dslrec.data.readers as readers
+
+    monkeypatch.setattr(readers, "BLOCK_BYTES", block)
+    lines = [f"{u} {u + 1} {u + 2}" for u in range(50)]
+    write(tmp_path / "test.txt", "0 1\n")
+    write(tmp_path / "train.txt", "\n".join(lines[:40] + ["40 41 4x2"] + lines[41:]) + "\n")
+    with pytest.raises(DslrecError, match=r"train\.txt:41: '4x2' is not an integer id"):
+        read_lightgcn(tmp_path)
+    write(tmp_path / "train.txt", "\n".join(lines[:30] + ["30 " + "9" * 19] + lines[31:]) + "\n")
+    with pytest.raises(DslrecError, match=r"train\.txt:31: id 9999999999999999999\.\.\. has too many digits"):
+        read_lightgcn(tmp_path)
+    write(tmp_path / "train.txt", " \n\t\n\n")
+    with pytest.raises(DslrecError, match=r"train\.txt is empty"):
+        read_lightgcn(tmp_path)
+
+
+def test_big_ids_keep_their_values_and_small_ones_int32_codes(tmp_path):
+    write(tmp_path / "train.txt", "123456789012345678 999999999999999999 5\n3 5\n")
+    write(tmp_path / "test.txt", "3 999999999999999999\n")
+    log = read_lightgcn(tmp_path)
+    assert list(log.user_ids) == ["3", "123456789012345678"]
+    assert list(log.item_ids) == ["5", "999999999999999999"]
+    assert log.users.dtype == np.int32 and log.items.dtype == np.int32
+    assert pairs(log, TEST) == {("3", "999999999999999999")}
+
+
+@pytest.mark.parametrize("block", [2, 1 << 21])
+def test_citeulike_across_blocks(tmp_path, monkeypatch, block):
+    import dslrec.data.readers as readers
+
+    monkeypatch.setattr(readers, "BLOCK_BYTES", block)
+    path = write(tmp_path / "users.dat", "2 5 7\n1 7\n0\n3 0 5 9")
+    log = read_citeulike(path)
+    assert list(log.user_ids) == ["0", "1", "2", "3"]
+    assert pairs(log) == {("0", "5"), ("0", "7"), ("1", "7"), ("3", "0"), ("3", "5"), ("3", "9")}
+    write(tmp_path / "users.dat", "2 5 7\n1 7\n1 3\n\n1 7\n")
+    with pytest.raises(DslrecError, match=r"users\.dat:4: empty line"):
+        read_citeulike(path)
+    write(tmp_path / "users.dat", "2 5 7\n1 7\n1 3\n1 4\n2 7\n")
+    with pytest.raises(DslrecError, match=r"users\.dat:5: the count says 2 items but the line lists 1"):
+        read_citeulike(path)
+
+
+def test_int_strings_match_numpy():
+    from dslrec.data.readers import int_strings
+
+    for values in ([0], [0, 9, 10, 99, 100, 5_000_000], [7, 123456789012345678], [3, 1, 20], list(range(1200))):
+        a = np.array(values, dtype=np.int64)
+        got = int_strings(a)
+        assert got.tolist() == a.astype(str).tolist()
+        assert got.dtype == np.dtype(f"<U{len(str(max(values)))}")  # exact width, not <U21
+    assert len(int_strings(np.zeros(0, dtype=np.int64))) == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 6), st.integers(0, 4)), max_size=40))
+def test_csr_from_pairs_matches_scipy(pairs_):
+    import scipy.sparse as sp
+
+    from dslrec.data.dataset import csr_from_pairs
+
+    users = np.array([p[0] for p in pairs_], dtype=np.int64)
+    items = np.array([p[1] for p in pairs_], dtype=np.int32)
+    m = csr_from_pairs(users, items, (7, 5))
+    ref = sp.csr_matrix((np.ones(len(users), np.float32), (users, items.astype(np.int64))), shape=(7, 5))
+    ref.sum_duplicates()
+    assert m.shape == (7, 5) and m.has_sorted_indices and m.dtype == np.float32
+    assert np.array_equal(m.toarray(), (ref.toarray() > 0).astype(np.float32))
+    assert np.array_equal(m.indptr, ref.indptr) and np.array_equal(m.indices, ref.indices)
+    assert (m.data == 1).all()
+
+
+def test_csr_from_pairs_refuses_indices_outside_the_shape():
+    from dslrec.data.dataset import csr_from_pairs
+
+    with pytest.raises(ValueError, match="outside the shape"):
+        csr_from_pairs([0, 3], [1, 1], (3, 2))
+
+
+def test_synthetic_lightgcn_folder_is_long_tailed_and_reads_back(tmp_path):
+    from dslrec.data.synthetic import write_lightgcn_folder
+
+    counts = write_lightgcn_folder(tmp_path, n_users=3000, n_items=2000, per_user=6, seed=1)
+    again = write_lightgcn_folder(tmp_path / "again", n_users=3000, n_items=2000, per_user=6, seed=1)
+    assert counts == again and (tmp_path / "train.txt").read_bytes() == (tmp_path / "again/train.txt").read_bytes()
+    log = read_lightgcn(tmp_path)
+    assert (int((log.split == TRAIN).sum()), int((log.split == TEST).sum())) == (counts["train"], counts["test"])
+    assert log.n_users == 3000 and 5.5 < len(log) / 3000 < 6.5
+    assert len({(u, i) for u, i in zip(log.users.tolist(), log.items.tolist())}) == len(log)  # distinct per user
+    for line in (tmp_path / "train.txt").read_text().splitlines()[:50]:  # items in increasing order
+        items = [int(t) for t in line.split()[1:]]
+        assert items == sorted(items)
+    popularity = np.sort(np.bincount(log.items))[::-1]
+    assert popularity[: len(popularity) // 100].sum() > 0.15 * len(log)  # the top 1% of items: a long tail

@@ -173,3 +173,115 @@ def test_csr_rows_matches_scipy(n, m, density, seed, pick):
     assert sorted(zip(rows.tolist(), cols.tolist())) == sorted(zip(r.tolist(), c.tolist()))
     assert np.array_equal(mat.data[offsets], dense[rows, cols])
     assert np.array_equal(dense_rows(mat, users).numpy(), dense)
+
+
+# --- lazy epochs: chunks, cut epochs and the sampling properties they keep -----------------------
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    """Chunks of 300 examples, so that the epochs of the small fixtures span several."""
+    import dslrec.data.sampling as sampling
+
+    monkeypatch.setattr(sampling, "CHUNK_ROWS", 300)
+    return 300
+
+
+def counted_negatives(monkeypatch) -> list[int]:
+    """Spy on the sampler's work: the number of negatives drawn, per call."""
+    import dslrec.data.sampling as sampling
+
+    calls: list[int] = []
+    real = sampling.sample_negatives
+
+    def spy(keys, users, n_items, rng):
+        calls.append(int(users.size))
+        return real(keys, users, n_items, rng)
+
+    monkeypatch.setattr(sampling, "sample_negatives", spy)
+    return calls
+
+
+@pytest.mark.parametrize("kind,kw", [("pairwise", {}), ("pairwise", {"per_user": True}),
+                                     ("pointwise", {"n_neg": 2})])
+def test_cut_epoch_samples_only_what_it_trains_on(data, kind, kw, small_chunks, monkeypatch):
+    calls = counted_negatives(monkeypatch)
+    full = list(epoch_batches(data, kind, 50, 9, **kw))
+    n_full = sum(calls)
+    assert n_full == (2 if kind == "pointwise" else 1) * data.train.nnz  # the full epoch: every negative once
+    calls.clear()
+    cut = epoch_batches(data, kind, 50, 9, max_batches=4, **kw)
+    assert len(cut) == 4
+    got = list(cut)
+    assert len(got) == 4
+    # one chunk (6 batches of 50) was sampled, not the epoch
+    assert len(calls) == 1 and sum(calls) <= 300 < n_full
+    # the cut epoch is the start of the full one (chunks do not depend on the cut)
+    for a, b in zip(got, full):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    # a cut epoch whose steps end in the third chunk sampled three chunks
+    calls.clear()
+    assert len(list(epoch_batches(data, kind, 50, 9, max_batches=13, **kw))) == 13
+    assert len(calls) == 3
+
+
+def test_iterating_is_lazy_and_repeatable(data, small_chunks, monkeypatch):
+    calls = counted_negatives(monkeypatch)
+    b = epoch_batches(data, "pairwise", 50, 3)
+    assert calls == []  # nothing is sampled before iterating
+    first = next(iter(b))
+    assert len(calls) == 1
+    again = next(iter(b))
+    assert all(torch.equal(first[k], again[k]) for k in first)
+
+
+def test_chunked_epochs_keep_the_sampling_properties(data, small_chunks):
+    # each training pair once per epoch, no positive as a negative, shuffled across chunks
+    for seed in range(3):
+        batches_ = list(epoch_batches(data, "pairwise", 64, seed))
+        users, pos, neg = (torch.cat([b[k] for b in batches_]).numpy().copy() for k in ("users", "pos", "neg"))
+        assert Counter(zip(users.tolist(), pos.tolist())) == Counter(positives(data.train))
+        assert not is_positive(data.train, users, neg).any()
+        # the first chunk is not a block of low users (the shuffle spans the whole epoch)
+        assert users[:300].max() > 0.9 * data.n_users and users[-300:].min() < 0.1 * data.n_users
+        assert not np.all(np.diff(users[:300]) >= 0)  # shuffled within the chunk too
+
+
+def test_chunked_negatives_are_uniform_over_the_non_positives(data, small_chunks):
+    """Chi-square test of the negatives' items against their expected counts: a negative of user
+    u is uniform over the n_items - deg(u) items u has not trained on."""
+    from scipy.stats import chisquare
+
+    dense = data.train.toarray() > 0
+    observed = np.zeros(data.n_items)
+    expected = np.zeros(data.n_items)
+    for seed in range(20):
+        out = pairwise_epoch(data, seed)
+        observed += np.bincount(out["neg"], minlength=data.n_items)
+        per_user = np.bincount(out["users"], minlength=data.n_users)
+        p = (~dense) / (~dense).sum(axis=1, keepdims=True)
+        expected += per_user @ p
+    assert chisquare(observed, expected).pvalue > 1e-3
+    # and per-user counts of the per_user sampler stay uniform
+    counts = sum(np.bincount(pairwise_epoch(data, s, per_user=True)["users"], minlength=data.n_users)
+                 for s in range(20))
+    trained = data.trained_users()
+    assert chisquare(counts[trained]).pvalue > 1e-3
+
+
+def test_pointwise_chunks_keep_n_neg_per_positive(data, small_chunks):
+    out = pointwise_epoch(data, 4, n_neg=3)
+    pos = out["labels"] == 1
+    assert Counter(zip(out["users"][pos].tolist(), out["items"][pos].tolist())) == Counter(positives(data.train))
+    assert np.array_equal(np.bincount(out["users"][~pos], minlength=data.n_users), 3 * np.diff(data.train.indptr))
+    assert not is_positive(data.train, out["users"][~pos], out["items"][~pos]).any()
+    assert 0.15 < pos[:300].mean() < 0.35  # positives spread over the epoch (1 in 4)
+
+
+def test_held_out_users_are_never_sampled_in_chunks(held_out, small_chunks):
+    trained = held_out.trained_users()
+    for kind, kw in (("pairwise", {}), ("pairwise", {"per_user": True}), ("pointwise", {"n_neg": 1})):
+        users = torch.cat([b["users"] for b in epoch_batches(held_out, kind, 40, 0, **kw)]).numpy()
+        assert set(users.tolist()) <= set(trained.tolist())
+    out = pairwise_epoch(held_out, 0)
+    assert len(out["users"]) == held_out.train[trained].nnz

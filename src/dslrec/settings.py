@@ -52,6 +52,7 @@ class RunConfig(SparseSettings):
     sep: str | None = None  # CSV/TSV field separator (default: from the extension, else detected)
     # optimisation
     epochs: int = 100
+    max_steps: int | None = None  # stop after N optimiser steps (per phase, like epochs); the last epoch is cut short
     batch_size: int = 2048
     optimizer: str = "adam"  # adam | adamw | sgd | sparse_adam (lazy: only the batch's embedding rows move)
     lr: float = 1e-3
@@ -67,6 +68,7 @@ class RunConfig(SparseSettings):
     patience: int = 10  # evaluations without improvement before stopping (0 = never), counted once the model beats popularity (and DSL has settled)
     ks: list[int] = field(default_factory=lambda: [20])
     eval_batch_size: int = 1024
+    eval_users: int | None = None  # validate and test on a seeded random sample of N users (the same sample throughout)
     cold_users: str = "drop"  # users with valid/test items but no training ones: drop | popular (ranked by popularity)
     # sparse training (more settings of dslrec.sparse below)
     method: str = "dense"
@@ -295,6 +297,8 @@ def validate(cfg: RunConfig) -> None:
           f"device must be auto, cpu, cuda or cuda:N, got {cfg.device!r}")
     optional = {  # settings whose default None means "not set": (check, what they must be)
         "finetune_epochs": (lambda v: _is_int(v) and v >= 1, "an integer >= 1 (epochs of fine-tuning)"),
+        "max_steps": (lambda v: _is_int(v) and v >= 1, "an integer >= 1 (optimiser steps per phase)"),
+        "eval_users": (lambda v: _is_int(v) and v >= 1, "an integer >= 1 (users sampled for evaluation)"),
         "lr_end": (lambda v: _is_number(v) and v >= 0, "a number >= 0 (final lr of the cosine schedule)"),
         "min_rating": (_is_number, "a number"),
         "k_core": (lambda v: (_is_int(v) and v >= 1) or (isinstance(v, list) and len(v) == 2

@@ -22,13 +22,35 @@ COLD_USERS = ("drop", "popular")  # what evaluation does with users who have no 
 
 
 def csr_from_pairs(users: np.ndarray, items: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
-    """Binary CSR matrix from (user, item) index pairs; duplicates collapse to one."""
-    users = np.asarray(users, dtype=np.int64)
-    items = np.asarray(items, dtype=np.int64)
-    m = sp.csr_matrix((np.ones(len(users), dtype=np.float32), (users, items)), shape=shape)
-    m.sum_duplicates()
-    m.data[:] = 1.0
-    m.sort_indices()
+    """Binary CSR matrix from (user, item) index pairs; duplicates collapse to one.
+
+    Built from the sorted int64 keys ``user * n_items + item`` (a stable sort: linear when the
+    pairs come mostly in order, as files list them), with int32 indices when they fit.
+    """
+    n_users, n_items = int(shape[0]), int(shape[1])
+    users, items = np.asarray(users), np.asarray(items)
+    users = users if users.dtype.kind in "iu" else users.astype(np.int64)
+    items = items if items.dtype.kind in "iu" else items.astype(np.int64)
+    if len(users) != len(items):
+        raise ValueError(f"{len(users)} users but {len(items)} items")
+    if len(users) and (users.min() < 0 or users.max() >= n_users or items.min() < 0 or items.max() >= n_items):
+        raise ValueError(f"user or item index outside the shape {shape}")
+    key = users.astype(np.int64)
+    key *= n_items
+    key += items
+    key.sort(kind="stable")
+    if len(key) > 1:
+        new = np.empty(len(key), dtype=bool)
+        new[0] = True
+        np.not_equal(key[1:], key[:-1], out=new[1:])
+        if not new.all():
+            key = key[new]
+    index = np.int32 if max(len(key), n_users, n_items) < 2**31 else np.int64
+    indptr = np.searchsorted(key, np.arange(n_users + 1, dtype=np.int64) * n_items).astype(index)
+    key %= max(n_items, 1)
+    m = sp.csr_matrix((np.ones(len(key), dtype=np.float32), key.astype(index), indptr), shape=(n_users, n_items))
+    m.has_sorted_indices = True
+    m.has_canonical_format = True  # sorted, no duplicates
     return m
 
 

@@ -71,11 +71,31 @@ def filter_min_rating(log: InteractionLog, min_rating: float) -> InteractionLog:
     return kept
 
 
+def _pair_keys(log: InteractionLog, with_split: bool = False, where: np.ndarray | None = None) -> np.ndarray:
+    """int64 ``user * n_items + item`` per interaction (of the rows ``where`` holds; ``* 3 + split``
+    with ``with_split``), built in place: one array of that size, no temporaries."""
+    key = (log.users if where is None else log.users[where]).astype(np.int64)
+    key *= log.n_items
+    key += log.items if where is None else log.items[where]
+    if with_split:
+        key *= 3
+        key += log.split if where is None else log.split[where]
+    return key
+
+
+def _repeats(sorted_keys: np.ndarray) -> bool:
+    return len(sorted_keys) > 1 and bool((sorted_keys[1:] == sorted_keys[:-1]).any())
+
+
 def dedupe(log: InteractionLog) -> InteractionLog:
     """One interaction per (user, item) and split label; the latest by timestamp wins, else the first."""
-    key = log.users * np.int64(log.n_items) + log.items
-    if log.split is not None:
-        key = key * 3 + log.split
+    key = _pair_keys(log, with_split=log.split is not None)
+    # Fast check first: files are mostly in (user, item) order, and a stable (merge) sort of
+    # sorted runs is linear. np.unique below is slow on big arrays (numpy 2.x).
+    key.sort(kind="stable")
+    if not _repeats(key):
+        return log
+    key = _pair_keys(log, with_split=log.split is not None)
     n = len(key)
     # Preferred row first: latest timestamp, then earliest position in the file.
     perm = np.lexsort((np.arange(n), -log.timestamps)) if log.timestamps is not None else np.arange(n)
@@ -92,17 +112,29 @@ def drop_seen_heldout(log: InteractionLog) -> tuple[InteractionLog, dict[str, in
     from the ranking, so such a held-out interaction could never be a hit and
     would only lower the metrics. Returns the log and the count dropped per split.
     """
-    pair = log.users * np.int64(log.n_items) + log.items
-    seen = pair[log.split == TRAIN]
-    drop = np.zeros(len(pair), dtype=bool)
+    seen = _pair_keys(log, where=log.split == TRAIN)
+    seen.sort(kind="stable")  # (np.isin is slow on big arrays in numpy 2.x: sorted keys are searched)
+    drop = np.zeros(len(log), dtype=bool)
     counts = {}
     for code, name in ((VALID, "valid"), (TEST, "test")):
-        rows = np.flatnonzero(log.split == code)
-        hit = rows[np.isin(pair[rows], seen)]
-        drop[hit] = True
-        counts[name] = len(hit)
-        seen = np.concatenate([seen, pair[rows]])  # test items are ranked without valid ones too
+        rows = log.split == code
+        query = _pair_keys(log, where=rows)
+        hit = _in_sorted(seen, query)
+        drop[np.flatnonzero(rows)[hit]] = True
+        counts[name] = int(hit.sum())
+        if code == VALID and len(query):  # test items are ranked without valid ones too
+            seen = np.concatenate([seen, query])
+            seen.sort(kind="stable")
     return (log.select(~drop) if drop.any() else log), counts
+
+
+def _in_sorted(keys: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Bool mask: is each ``query`` value among the sorted ``keys``?"""
+    if len(keys) == 0:
+        return np.zeros(len(query), dtype=bool)
+    pos = np.searchsorted(keys, query)
+    np.minimum(pos, len(keys) - 1, out=pos)
+    return keys[pos] == query
 
 
 def k_core(log: InteractionLog, k: int | tuple[int, int]) -> InteractionLog:
@@ -144,21 +176,33 @@ def _rank_from_end(users: np.ndarray, n_users: int, key: np.ndarray | None = Non
                    rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
     """For each interaction: its rank within its user counted from the end (0 = last) when
     ordered by ``key`` (ties keep file order: later in the file = later), or in a random order
-    from ``rng`` when ``key`` is None; and its user's interaction count."""
+    from ``rng`` when ``key`` is None; and the interaction count of each user (per user, so
+    that per-user quantities are computed once per user and gathered)."""
     n = len(users)
     if key is None:
         within = rng.permutation(n)
     else:
         within = np.empty(n, dtype=np.int64)
         within[np.argsort(key, kind="stable")] = np.arange(n)
-    # One unique int64 key per interaction: a plain (fast, unstable) argsort is deterministic.
-    order = np.argsort(users.astype(np.int64) * n + within)
-    counts = np.bincount(users, minlength=n_users)
-    offsets = np.cumsum(counts) - counts
-    pos = np.empty(n, dtype=np.int64)
-    pos[order] = np.arange(n) - offsets[users[order]]
-    cnt = counts[users]
-    return cnt - 1 - pos, cnt
+    # One unique int64 key per interaction, so any sort gives the same order; the stable one
+    # (timsort) is several times faster when the users come grouped, as files list them.
+    # (Built in place, a block at a time, and positions in int32 when they fit: big logs stay
+    # within memory.)
+    unique = within
+    for start in range(0, n, 1 << 20):
+        unique[start : start + (1 << 20)] += users[start : start + (1 << 20)].astype(np.int64) * n
+    del within
+    order = np.argsort(unique, kind="stable")
+    del unique
+    small = np.int32 if n < 2**31 else np.int64
+    counts = np.bincount(users, minlength=n_users).astype(small)
+    offsets = np.cumsum(counts, dtype=small) - counts
+    pos = np.empty(n, dtype=small)
+    pos[order] = np.arange(n, dtype=small)  # sorted position of each interaction
+    del order
+    pos -= offsets[users]  # its position within its user
+    np.subtract(counts[users] - 1, pos, out=pos)
+    return pos, counts
 
 
 def _take(n: np.ndarray, avail: np.ndarray, ratio: float) -> np.ndarray:
@@ -177,20 +221,22 @@ def _check_ratios(valid_ratio: float, test_ratio: float) -> None:
         )
 
 
-def _holdout_labels(rank: np.ndarray, n: np.ndarray, n_test: np.ndarray, n_valid: np.ndarray) -> np.ndarray:
+def _holdout_labels(rank: np.ndarray, users: np.ndarray, n_test: np.ndarray, n_valid: np.ndarray) -> np.ndarray:
+    """Labels from each interaction's rank from the end and its user's (per user) held-out counts."""
     label = np.full(len(rank), TRAIN, dtype=np.int8)
-    label[rank < n_test + n_valid] = VALID
-    label[rank < n_test] = TEST
+    label[rank < (n_test + n_valid)[users]] = VALID
+    label[rank < n_test[users]] = TEST
     return label
 
 
 def carve_valid(log: InteractionLog, valid_ratio: float, seed: int) -> np.ndarray:
     """Split labels with a random per-user ``valid_ratio`` of the given training rows moved to valid."""
     label = log.split.copy()
-    train = np.flatnonzero(label == TRAIN)
+    train = label == TRAIN
     rng = np.random.default_rng(seed)
-    rank, n = _rank_from_end(log.users[train], log.n_users, rng=rng)
-    label[train[rank < _take(n, n, valid_ratio)]] = VALID
+    users = log.users[train]
+    rank, n = _rank_from_end(users, log.n_users, rng=rng)
+    label[train] = np.where(rank < _take(n, n, valid_ratio)[users], VALID, TRAIN)
     return label
 
 
@@ -204,13 +250,13 @@ def ratio_labels(log: InteractionLog, valid_ratio: float, test_ratio: float, see
     key = log.timestamps if temporal else None
     rank, n = _rank_from_end(log.users, log.n_users, key, np.random.default_rng(seed))
     n_test = _take(n, n, test_ratio)
-    return _holdout_labels(rank, n, n_test, _take(n, n - n_test, valid_ratio))
+    return _holdout_labels(rank, log.users, n_test, _take(n, n - n_test, valid_ratio))
 
 
 def loo_labels(log: InteractionLog, seed: int) -> np.ndarray:
     """Leave one out: latest = test (users with >= 2), the one before = valid (users with >= 3)."""
     rank, n = _rank_from_end(log.users, log.n_users, log.timestamps, np.random.default_rng(seed))
-    return _holdout_labels(rank, n, (n >= 2).astype(np.int64), (n >= 3).astype(np.int64))
+    return _holdout_labels(rank, log.users, (n >= 2).astype(np.int64), (n >= 3).astype(np.int64))
 
 
 def user_split_labels(log: InteractionLog, valid_ratio: float, test_ratio: float, fold_in: float,
@@ -231,7 +277,7 @@ def user_split_labels(log: InteractionLog, valid_ratio: float, test_ratio: float
     role[users[:n_test]] = TEST
     role[users[n_test : n_test + n_valid]] = VALID
     rank, n = _rank_from_end(log.users, log.n_users, rng=rng)
-    target = rank < _take(n, n, 1 - fold_in)
+    target = rank < _take(n, n, 1 - fold_in)[log.users]
     r = role[log.users]
     label = np.where(target, r, TRAIN).astype(np.int8)
     return label, role == TRAIN
@@ -246,13 +292,14 @@ def assemble(log: InteractionLog, label: np.ndarray, protocol: str, name: str,
     shape = (log.n_users, log.n_items)
     mats, ratings, times = {}, {}, {}
     for code, split in zip((TRAIN, VALID, TEST), SPLITS):
-        idx = np.flatnonzero(label == code)
-        u, i = log.users[idx], log.items[idx]
+        rows = label == code
+        u, i = log.users[rows], log.items[rows]
         mats[split] = csr_from_pairs(u, i, shape)
-        if mats[split].nnz != len(idx):  # dedupe() makes pairs unique within a split
+        if mats[split].nnz != len(u):  # dedupe() makes pairs unique within a split
             raise DslrecError(f"dataset {name!r}: duplicate interactions in split {split}; this is a bug")
         if log.ratings is None and log.timestamps is None:
             continue
+        idx = np.flatnonzero(rows)
         order = idx[np.argsort(u * np.int64(log.n_items) + i)]  # CSR data order; keys are unique
         if log.ratings is not None:
             ratings[split] = log.ratings[order]

@@ -7,12 +7,20 @@ only (a few rounds at realistic densities). Only users in
 ``dataset.trained_users()`` contribute training examples, so the fold-in rows
 of held-out users (protocol ``"users"``) are never trained on.
 
+Training examples are made lazily, a chunk of ``CHUNK_ROWS`` at a time (a
+block of whole batches in ``epoch_batches``): only the shuffle order of an
+epoch is drawn up front, so an epoch cut short (``--max_steps``) samples only
+the negatives of the batches it trains on, and a full epoch never holds more
+than one chunk of examples. The chunk boundaries do not depend on where an
+epoch is cut, so a cut epoch's batches are the first batches of the full one.
+
 Everything takes a ``numpy.random.Generator`` (or an int seed) and is
 deterministic for a given seed.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -24,6 +32,7 @@ from dslrec.data.dataset import Dataset
 from dslrec.errors import DslrecError
 
 KINDS = ("pairwise", "pointwise", "rows")
+CHUNK_ROWS = 1 << 18  # training examples sampled at a time (rounded down to whole batches)
 
 
 def as_rng(rng: np.random.Generator | int | None) -> np.random.Generator:
@@ -53,8 +62,8 @@ def csr_rows(m: sp.csr_matrix, users: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 def pair_keys(m: sp.csr_matrix) -> np.ndarray:
     """Sorted int64 keys ``row * n_cols + col`` of the stored entries of ``m``."""
-    rows = np.repeat(np.arange(m.shape[0], dtype=np.int64), np.diff(m.indptr))
-    keys = rows * m.shape[1] + m.indices.astype(np.int64)
+    keys = np.repeat(np.arange(m.shape[0], dtype=np.int64) * m.shape[1], np.diff(m.indptr))
+    keys += m.indices  # in place: one int64 array per stored entry, no temporaries of that size
     if not m.has_sorted_indices:
         keys.sort()
     return keys
@@ -102,39 +111,128 @@ def _check_room(
         )
 
 
-def _trained_pairs(dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
-    """(users, items) of the training interactions of trained users."""
+def _trained_offsets(dataset: Dataset) -> tuple[np.ndarray | None, int]:
+    """(CSR offsets of the trained users' training pairs, their number). The offsets are None when
+    every stored pair is trained on (pair j is offset j), so nothing of the size of the data is made."""
+    m = dataset.train
     users = dataset.trained_users()
-    _check_room(dataset, users, np.diff(dataset.train.indptr)[users], 1, "negative sampling")
-    rows, items, _ = csr_rows(dataset.train, users)
-    return users[rows], items
+    deg = np.diff(m.indptr)
+    _check_room(dataset, users, deg[users], 1, "negative sampling")
+    if len(users) == int((deg > 0).sum()):
+        return None, int(m.nnz)
+    _, _, offsets = csr_rows(m, users)
+    return offsets, len(offsets)
+
+
+def _shuffle_rows(rng: np.random.Generator, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The rows of aligned arrays in a random order."""
+    order = rng.permutation(len(next(iter(arrays.values()))))
+    return {k: a[order] for k, a in arrays.items()}
+
+
+def _row_of(indptr: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """The CSR row (user) holding each entry offset."""
+    return np.searchsorted(indptr, offsets, side="right").astype(np.int64) - 1
+
+
+def _shuffled(rng: np.random.Generator, n: int) -> np.ndarray:
+    """A random permutation of 0..n-1, int32 when it fits (half the memory of ``rng.permutation``)."""
+    order = np.arange(n, dtype=np.int32 if n < 2**31 else np.int64)
+    rng.shuffle(order)
+    return order
+
+
+def pairwise_chunks(
+    dataset: Dataset, rng: np.random.Generator, chunk: int | None = None, *, per_user: bool = False
+) -> Iterator[dict[str, np.ndarray]]:
+    """One epoch of BPR triples, ``chunk`` (default ``CHUNK_ROWS``) at a time: {"users", "pos", "neg"} int64 arrays.
+
+    ``per_user=False``: every training pair once, in an order shuffled up front (an int32
+    permutation), with one uniform negative each, drawn when its chunk is made.
+    ``per_user=True`` (LightGCN's original sampler): as many draws as interactions, each a
+    uniform trained user, a uniform positive of that user and a negative.
+    """
+    chunk = CHUNK_ROWS if chunk is None else chunk
+    if chunk < 1:
+        raise DslrecError(f"chunk must be >= 1, got {chunk}")
+    m = dataset.train
+    indptr = m.indptr.astype(np.int64, copy=False)
+    keys = pair_keys(m)
+    if per_user:
+        trained = dataset.trained_users()
+        deg = np.diff(indptr)
+        _check_room(dataset, trained, deg[trained], 1, "negative sampling")
+        n = int(deg[trained].sum())
+        for start in range(0, n, chunk):
+            size = min(chunk, n - start)
+            # i.i.d. uniform users, sorted for fast lookups, shuffled back below
+            users = trained[np.sort(rng.integers(0, len(trained), size=size))]
+            pick = indptr[users] + (rng.random(size) * deg[users]).astype(np.int64)
+            yield _shuffle_rows(rng, {"users": users, "pos": m.indices[pick].astype(np.int64),
+                                      "neg": sample_negatives(keys, users, dataset.n_items, rng)})
+        return
+    offsets, n = _trained_offsets(dataset)
+    order = _shuffled(rng, n)
+    for start in range(0, n, chunk):
+        # the chunk's pairs in CSR (user) order for fast lookups, then shuffled within the chunk:
+        # with the epoch's shuffle, every order of the pairs stays equally likely
+        idx = np.sort(order[start : start + chunk]).astype(np.int64)
+        off = idx if offsets is None else offsets[idx]
+        users = _row_of(indptr, off)
+        yield _shuffle_rows(rng, {"users": users, "pos": m.indices[off].astype(np.int64),
+                                  "neg": sample_negatives(keys, users, dataset.n_items, rng)})
+
+
+def pointwise_chunks(
+    dataset: Dataset, rng: np.random.Generator, chunk: int | None = None, *, n_neg: int = 4
+) -> Iterator[dict[str, np.ndarray]]:
+    """One epoch of NeuMF examples, ``chunk`` at a time: every training pair once as a positive
+    and ``n_neg`` negatives per pair (uniform non-positive items of its user, drawn when their
+    chunk is made), in an order shuffled up front. {"users", "items"} int64, {"labels"} float32."""
+    if n_neg < 0:
+        raise DslrecError(f"n_neg must be >= 0, got {n_neg}; use e.g. 4 negatives per positive")
+    chunk = CHUNK_ROWS if chunk is None else chunk
+    if chunk < 1:
+        raise DslrecError(f"chunk must be >= 1, got {chunk}")
+    m = dataset.train
+    indptr = m.indptr.astype(np.int64, copy=False)
+    keys = pair_keys(m)
+    offsets, n = _trained_offsets(dataset)
+    order = _shuffled(rng, n * (1 + n_neg))  # rows < n are the positives, row n + j*n_neg + k pair j's k-th negative
+    for start in range(0, len(order), chunk):
+        rows = order[start : start + chunk].astype(np.int64)
+        positive = rows < n
+        pair = np.where(positive, rows, (rows - n) // max(n_neg, 1))
+        # in pair (user) order for fast lookups, shuffled back below; the low bit keeps the label
+        key = np.sort(pair * 2 + ~positive)
+        pair, positive = key >> 1, (key & 1) == 0
+        off = pair if offsets is None else offsets[pair]
+        users = _row_of(indptr, off)
+        items = m.indices[off].astype(np.int64)
+        neg = ~positive
+        items[neg] = sample_negatives(keys, users[neg], dataset.n_items, rng)
+        yield _shuffle_rows(rng, {"users": users, "items": items, "labels": positive.astype(np.float32)})
+
+
+def _concat(chunks: Iterator[dict[str, np.ndarray]], empty: dict[str, np.dtype]) -> dict[str, np.ndarray]:
+    parts = list(chunks)
+    if not parts:
+        return {k: np.zeros(0, dtype=dt) for k, dt in empty.items()}
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 def pairwise_epoch(
     dataset: Dataset, rng: np.random.Generator | int | None = None, *, per_user: bool = False
 ) -> dict[str, np.ndarray]:
-    """BPR triples for one epoch: {"users", "pos", "neg"} int64 arrays.
+    """BPR triples for one epoch, all at once: {"users", "pos", "neg"} int64 arrays.
 
     ``per_user=False``: every training pair once, shuffled, with one uniform
     negative each. ``per_user=True`` (LightGCN's original sampler): as many
     draws as interactions, each a uniform trained user, a uniform positive of
-    that user and a negative.
+    that user and a negative. (The chunks of ``pairwise_chunks``, joined.)
     """
-    rng = as_rng(rng)
-    users, items = _trained_pairs(dataset)
-    if per_user:
-        # i.i.d. uniform users, drawn as per-user counts so they come out grouped
-        # by user (sorted lookups are several times faster); shuffled below
-        trained = dataset.trained_users()
-        counts = rng.multinomial(len(users), np.full(len(trained), 1.0 / len(trained)))
-        users = np.repeat(trained, counts)
-        indptr = dataset.train.indptr.astype(np.int64)
-        deg = indptr[users + 1] - indptr[users]
-        pick = indptr[users] + (rng.random(len(users)) * deg).astype(np.int64)
-        items = dataset.train.indices[pick].astype(np.int64)
-    neg = sample_negatives(pair_keys(dataset.train), users, dataset.n_items, rng)
-    order = rng.permutation(len(users))
-    return {"users": users[order], "pos": items[order], "neg": neg[order]}
+    chunks = pairwise_chunks(dataset, as_rng(rng), per_user=per_user)
+    return _concat(chunks, {"users": np.int64, "pos": np.int64, "neg": np.int64})
 
 
 def pointwise_epoch(
@@ -143,18 +241,10 @@ def pointwise_epoch(
     """NeuMF examples for one epoch: each positive with ``n_neg`` negatives, shuffled.
 
     Returns {"users", "items"} int64 and {"labels"} float32 (1 positive, 0 negative).
+    (The chunks of ``pointwise_chunks``, joined.)
     """
-    if n_neg < 0:
-        raise DslrecError(f"n_neg must be >= 0, got {n_neg}; use e.g. 4 negatives per positive")
-    rng = as_rng(rng)
-    users, items = _trained_pairs(dataset)
-    neg_users = np.repeat(users, n_neg)
-    negs = sample_negatives(pair_keys(dataset.train), neg_users, dataset.n_items, rng)
-    all_users = np.concatenate([users, neg_users])
-    all_items = np.concatenate([items, negs])
-    labels = np.concatenate([np.ones(len(users), np.float32), np.zeros(len(negs), np.float32)])
-    order = rng.permutation(len(all_users))
-    return {"users": all_users[order], "items": all_items[order], "labels": labels[order]}
+    chunks = pointwise_chunks(dataset, as_rng(rng), n_neg=n_neg)
+    return _concat(chunks, {"users": np.int64, "items": np.int64, "labels": np.float32})
 
 
 def eval_negatives(
@@ -254,28 +344,61 @@ def row_batches(
         }
 
 
+def _tensors(arrays: dict[str, np.ndarray], device: str | torch.device) -> dict[str, torch.Tensor]:
+    """Integer arrays as LongTensors, floating ones as FloatTensors, on ``device``."""
+    out = {}
+    for name, a in arrays.items():
+        dtype = torch.float32 if np.issubdtype(a.dtype, np.floating) else torch.int64
+        out[name] = torch.from_numpy(np.ascontiguousarray(a)).to(device=device, dtype=dtype)
+    return out
+
+
 @dataclass
 class EpochBatches:
-    """One epoch of training batches: iterate it once; ``len()`` is the batch count.
+    """One epoch of training batches: iterate it; ``len()`` is the batch count.
 
-    Sampling happens when it is built (see ``epoch_batches``); tensors are
-    made on ``device`` while iterating.
+    Examples are sampled while iterating, a block of ``chunk_batches`` batches at a time
+    (moved to ``device`` once per block, then sliced), so iteration that stops early, or an
+    epoch cut to ``max_batches``, samples only the blocks it reaches. Iterating again gives
+    the same batches (the sampling seed is fixed when it is built).
     """
 
-    arrays: dict[str, np.ndarray] | None
     dataset: Dataset
+    kind: str
     batch_size: int
-    n: int
+    n: int  # examples in the full epoch
     seed: int
     device: str | torch.device
+    per_user: bool = False
+    n_neg: int = 4
+    max_batches: int | None = None
+
+    @property
+    def chunk_batches(self) -> int:
+        return max(1, CHUNK_ROWS // self.batch_size)
 
     def __len__(self) -> int:
-        return -(-self.n // self.batch_size)
+        full = -(-self.n // self.batch_size)
+        return full if self.max_batches is None else min(full, self.max_batches)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        if self.arrays is None:
-            return row_batches(self.dataset, self.batch_size, self.seed, self.device)
-        return batches(self.arrays, self.batch_size, None, self.device)
+        return itertools.islice(self._all(), len(self))
+
+    def _all(self) -> Iterator[dict[str, torch.Tensor]]:
+        if self.kind == "rows":
+            yield from row_batches(self.dataset, self.batch_size, self.seed, self.device)
+            return
+        rng = np.random.default_rng(self.seed)
+        chunk = self.chunk_batches * self.batch_size
+        if self.kind == "pairwise":
+            chunks = pairwise_chunks(self.dataset, rng, chunk, per_user=self.per_user)
+        else:
+            chunks = pointwise_chunks(self.dataset, rng, chunk, n_neg=self.n_neg)
+        for arrays in chunks:
+            tensors = _tensors(arrays, self.device)
+            size = len(arrays["users"])
+            for start in range(0, size, self.batch_size):
+                yield {name: t[start : start + self.batch_size] for name, t in tensors.items()}
 
 
 def epoch_batches(
@@ -287,25 +410,30 @@ def epoch_batches(
     per_user: bool = False,
     n_neg: int = 4,
     device: str | torch.device = "cpu",
+    max_batches: int | None = None,
 ) -> EpochBatches:
     """The training loop's entry: one epoch of batches of the backbone's sampling ``kind``.
 
     ``"pairwise"`` -> {"users", "pos", "neg"}; ``"pointwise"`` -> {"users",
     "items", "labels"}; ``"rows"`` -> {"users", "rows"}. Deterministic given
-    ``rng``'s state (pass one Generator across epochs for fresh negatives).
+    ``rng``'s state (pass one Generator across epochs for fresh negatives): a
+    seed for the epoch is drawn from it here, and the examples are sampled from
+    that seed while iterating (see ``EpochBatches``). ``max_batches`` cuts the
+    epoch after that many batches (the first batches of the full epoch).
     """
     if batch_size < 1:
         raise DslrecError(f"batch_size must be >= 1, got {batch_size}")
-    rng = as_rng(rng)
-    if kind == "pairwise":
-        arrays = pairwise_epoch(dataset, rng, per_user=per_user)
-    elif kind == "pointwise":
-        arrays = pointwise_epoch(dataset, rng, n_neg=n_neg)
-    elif kind == "rows":
-        n = len(dataset.trained_users())
-        seed = int(rng.integers(0, 2**63 - 1))
-        return EpochBatches(None, dataset, batch_size, n, seed, device)
-    else:
+    if max_batches is not None and max_batches < 0:
+        raise DslrecError(f"max_batches must be >= 0, got {max_batches}")
+    if kind not in KINDS:
         raise DslrecError(f"unknown sampling kind {kind!r}; choose one of {', '.join(KINDS)}")
-    n = len(arrays["users"])
-    return EpochBatches(arrays, dataset, batch_size, n, 0, device)
+    if kind == "pointwise" and n_neg < 0:
+        raise DslrecError(f"n_neg must be >= 0, got {n_neg}; use e.g. 4 negatives per positive")
+    rng = as_rng(rng)
+    if kind == "rows":
+        n = len(dataset.trained_users())
+    else:
+        # checks the room for negatives now, not at the first batch
+        n = _trained_offsets(dataset)[1] * (1 + n_neg if kind == "pointwise" else 1)
+    seed = int(rng.integers(0, 2**63 - 1))
+    return EpochBatches(dataset, kind, batch_size, n, seed, device, per_user, n_neg, max_batches)

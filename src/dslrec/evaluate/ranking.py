@@ -107,6 +107,26 @@ def eval_users(dataset: Dataset, split: str, users: np.ndarray | None = None,
     return users[wanted[users]]
 
 
+def sample_users(dataset: Dataset, n: int, seed: int, cold_users: str = "drop",
+                 splits: Sequence[str] = ("valid", "test")) -> tuple[np.ndarray | None, int]:
+    """(a seeded uniform sample of ``n`` users, sorted; the number it was drawn from).
+
+    The pool is the users evaluated on any of ``splits`` (``eval_users``), so one sample serves
+    validation and test alike: each split then ranks the sampled users that have items in it.
+    ``None`` (everyone) when ``n`` is at least the pool. Deterministic given ``seed``.
+    """
+    if n < 1:
+        raise DslrecError(f"the number of users to sample must be >= 1, got {n}")
+    pool = np.zeros(dataset.n_users, dtype=bool)
+    for split in splits:
+        pool[eval_users(dataset, split, cold_users=cold_users)] = True
+    candidates = np.flatnonzero(pool)
+    if n >= len(candidates):
+        return None, len(candidates)
+    picked = np.random.default_rng(seed).choice(candidates, size=n, replace=False)
+    return np.sort(picked), len(candidates)
+
+
 def popular_for_cold(scorer: Scorer, dataset: Dataset, device) -> Scorer:
     """``scorer`` with the rows of users without training items replaced by item popularity."""
     cold_np = np.diff(dataset.train.indptr) == 0

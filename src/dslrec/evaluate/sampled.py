@@ -95,8 +95,10 @@ def sampled_evaluate(
 
 
 def sampled_negatives(
-    dataset: Dataset, split: str = "test", n_neg: int = 100, seed: int | np.random.Generator = 0
+    dataset: Dataset, split: str = "test", n_neg: int = 100, seed: int | np.random.Generator = 0,
+    users: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(users with an item in ``split``, their (n, n_neg) negatives) for ``sampled_evaluate``."""
-    users = eval_users(dataset, split)
+    """(users (of ``users``, default all) with an item in ``split``, their (n, n_neg) negatives)
+    for ``sampled_evaluate``."""
+    users = eval_users(dataset, split, users)
     return users, eval_negatives(dataset, users, n_neg, as_rng(seed))

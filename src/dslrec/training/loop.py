@@ -141,9 +141,18 @@ class Trainer:
                 n *= 1 + self.cfg.n_neg
         return max(1, math.ceil(n / self.cfg.batch_size))
 
+    def planned_steps(self, phase: Phase) -> int:
+        """Optimiser steps the phase plans: its epochs' steps, at most ``max_steps``. The horizon of
+        the phase's schedules (DSL's update ratio, GMP, PEP, a cosine lr) is this count."""
+        steps = phase.epochs * self.steps_per_epoch
+        return steps if self.cfg.max_steps is None else min(steps, self.cfg.max_steps)
+
     def run_phase(self, index: int, phase: Phase, resume: dict | None) -> PhaseResult:
         cfg, model = self.cfg, self.model
-        total_steps = phase.epochs * self.steps_per_epoch
+        total_steps = self.planned_steps(phase)
+        # epochs the phase trains: --max_steps cuts the last one short (it is then evaluated as the
+        # last epoch always is)
+        n_epochs = math.ceil(total_steps / self.steps_per_epoch)
         if resume is None and phase.prepare is not None:
             phase.prepare()
         # the engine first: compact storage replaces the model's tensors, the optimiser trains what it left
@@ -177,23 +186,23 @@ class Trainer:
         else:
             self.budget.observe(model, engine, steps=0)
 
-        for epoch in range(start_epoch, phase.epochs):
+        for epoch in range(start_epoch, n_epochs):
             t0 = time.perf_counter()
-            loss = self.train_epoch(index, epoch, optimizer, schedule, engine)
+            steps = min(self.steps_per_epoch, total_steps - epoch * self.steps_per_epoch)
+            loss, steps = self.train_epoch(index, epoch, optimizer, schedule, engine, steps)
             train_s = time.perf_counter() - t0
-            steps = self.steps_per_epoch
             self.budget.observe(model, engine, steps=steps)
             self.global_epoch += 1
             record: dict[str, Any] = {
                 "epoch": self.global_epoch, "phase": phase.name, "loss": loss,
-                "lr": optimizer.param_groups[0]["lr"], "train_s": train_s,
+                "lr": optimizer.param_groups[0]["lr"], "train_s": train_s, "steps": steps,
                 "active": self.budget.last_active,
             }
             if engine is not None:
                 record["sparse"] = engine.epoch_record()
                 record["sparse"]["spread"] = self.spread(engine.shapes, engine.axis_counts)
             eligible = engine is None or getattr(engine, "at_target", lambda: True)()
-            last = epoch == phase.epochs - 1
+            last = epoch == n_epochs - 1
             if (epoch + 1) % cfg.eval_every == 0 or last:
                 t1 = time.perf_counter()
                 valid = self.evaluate(model, "valid")
@@ -238,16 +247,20 @@ class Trainer:
         started (a small lr on small data, a sparse start) is given its epochs."""
         return best > first and (self.reference is None or best > self.reference)
 
-    def train_epoch(self, phase: int, epoch: int, optimizer, schedule, engine) -> float:
+    def train_epoch(self, phase: int, epoch: int, optimizer, schedule, engine,
+                    steps: int | None = None) -> tuple[float, int]:
+        """One epoch of at most ``steps`` optimiser steps (a cut epoch samples only those batches);
+        returns (mean loss, steps taken)."""
         cfg, model = self.cfg, self.model
         model.train()
         # one generator per (seed, phase, epoch): a resumed run samples exactly the same batches
         rng = np.random.default_rng([cfg.seed, phase, epoch])
         batches = self.epoch_batches(self.dataset, model.sampling, cfg.batch_size, rng,
-                                     per_user=cfg.per_user_sampling, n_neg=cfg.n_neg, device=self.device)
+                                     per_user=cfg.per_user_sampling, n_neg=cfg.n_neg, device=self.device,
+                                     max_batches=steps)
         total = torch.zeros((), device=self.device)
         n = 0
-        bar = progress_bar(batches, enabled=self.progress, total=self.steps_per_epoch,
+        bar = progress_bar(batches, enabled=self.progress, total=steps or self.steps_per_epoch,
                            desc=f"epoch {self.global_epoch + 1}", leave=False, unit="batch")
         for batch in bar:
             optimizer.zero_grad(set_to_none=True)
@@ -267,7 +280,7 @@ class Trainer:
             raise NonFiniteLoss(
                 f"the training loss became {mean} in epoch {self.global_epoch + 1}; the run stopped and "
                 f"its last good checkpoint is kept in {self.run_dir} (try a lower --lr or stronger --l2)")
-        return mean
+        return mean, n
 
     def say(self, text: str) -> None:
         if self.progress:

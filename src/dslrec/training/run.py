@@ -38,13 +38,32 @@ def default_run_dir(cfg: RunConfig) -> Path:
     return Path("runs") / f"{stamp}-{cfg.model}-{cfg.method}-{name}"
 
 
-def make_evaluator(cfg: RunConfig, dataset):
-    """``evaluate(model, split)`` -> metrics; leave-one-out data adds the sampled 1-in-101 protocol."""
+def eval_sample(cfg: RunConfig, dataset) -> tuple[np.ndarray | None, dict | None]:
+    """``--eval_users N``: (the users every evaluation of the run ranks, None for all; what
+    summary.json records). One seeded sample (``seed``) for the whole run, validation and test alike."""
+    if cfg.eval_users is None:
+        return None, None
+    from dslrec.evaluate.ranking import eval_users, sample_users
+
+    users, pool = sample_users(dataset, cfg.eval_users, cfg.seed, cfg.cold_users)
+    info = {"requested": cfg.eval_users, "sampled": users is not None, "seed": cfg.seed, "of": pool,
+            "users": pool if users is None else len(users)}
+    for split in ("valid", "test"):  # the sampled users that have items in each split
+        info[split] = len(eval_users(dataset, split, users, cfg.cold_users))
+        if info[split] == 0 and users is not None:
+            raise DslrecError(f"--eval_users {cfg.eval_users} samples no user with {split} items (of {pool:,} users "
+                              f"evaluated); raise --eval_users")
+    return users, info
+
+
+def make_evaluator(cfg: RunConfig, dataset, sample: np.ndarray | None = None):
+    """``evaluate(model, split)`` -> metrics over the users of ``sample`` (default all; see ``eval_sample``);
+    leave-one-out data adds the sampled 1-in-101 protocol."""
     from dslrec.evaluate import evaluate
     from dslrec.evaluate.sampled import sampled_evaluate, sampled_negatives
 
     # the same sampled candidates at every evaluation, fixed by the split seed
-    negatives = ({s: sampled_negatives(dataset, s, 100, cfg.split_seed) for s in ("valid", "test")}
+    negatives = ({s: sampled_negatives(dataset, s, 100, cfg.split_seed, sample) for s in ("valid", "test")}
                  if dataset.protocol == "loo" else {})
 
     def run(model: torch.nn.Module, split: str, per_user: bool = False):
@@ -53,7 +72,7 @@ def make_evaluator(cfg: RunConfig, dataset):
         with torch.no_grad():
             scorer = model.scorer()
             result = evaluate(scorer, dataset, split=split, ks=tuple(cfg.ks), batch_size=cfg.eval_batch_size,
-                              device=device, per_user=per_user, cold_users=cfg.cold_users)
+                              device=device, users=sample, per_user=per_user, cold_users=cfg.cold_users)
             metrics, users = result if per_user else (result, None)
             metrics = {k: float(v) for k, v in metrics.items()}
             if split in negatives:
@@ -65,15 +84,16 @@ def make_evaluator(cfg: RunConfig, dataset):
     return run
 
 
-def popularity_metrics(cfg: RunConfig, dataset) -> dict[str, dict[str, float]]:
+def popularity_metrics(cfg: RunConfig, dataset, users: np.ndarray | None = None) -> dict[str, dict[str, float]]:
     """Validation and test metrics of ranking by training popularity, the reference a model must beat."""
     from dslrec.evaluate import evaluate
     from dslrec.models.popularity import Popularity
 
     scorer = Popularity.from_dataset(dataset).scorer()
-    # the same users as the model's evaluation (cold users dropped or ranked by popularity alike)
+    # the same users as the model's evaluation (cold users dropped or ranked by popularity alike,
+    # the --eval_users sample)
     return {split: {k: float(v) for k, v in evaluate(scorer, dataset, split=split, ks=tuple(cfg.ks),
-                                                     batch_size=cfg.eval_batch_size,
+                                                     batch_size=cfg.eval_batch_size, users=users,
                                                      cold_users=cfg.cold_users).items()}
             for split in ("valid", "test")}
 
@@ -186,9 +206,10 @@ def _train_in(run_dir: Path, cfg: RunConfig, recorded: RunConfig | None, checkpo
     device = pick_device(cfg.device)
     model = models.build(cfg.model, dataset, **cfg.model_options).to(device)
     budget = Budget(model, cfg)
-    popular = popularity_metrics(cfg, dataset)
+    evaluated, eval_info = eval_sample(cfg, dataset)
+    popular = popularity_metrics(cfg, dataset, evaluated)
     trainer = Trainer(cfg, dataset, model, run_dir, progress=progress, sampler=epoch_batches,
-                      evaluator=make_evaluator(cfg, dataset), budget=budget,
+                      evaluator=make_evaluator(cfg, dataset, evaluated), budget=budget,
                       reference=popular["valid"].get(cfg.metric))
     delta_t_source = resolve_interval(cfg, trainer.steps_per_epoch)
     if recorded is None:
@@ -199,6 +220,7 @@ def _train_in(run_dir: Path, cfg: RunConfig, recorded: RunConfig | None, checkpo
         trainer.say(f"delta_t = {cfg.delta_t} iterations ({delta_t_source})")
     write_run_files(run_dir, recorded, dataset, resumed=checkpoint is not None)
     phases = build_phases(cfg, model, run_dir)
+    check_max_steps(cfg, trainer, phases)
 
     start_phase, phase_resume, previous = 0, None, None
     if checkpoint is not None:
@@ -206,7 +228,7 @@ def _train_in(run_dir: Path, cfg: RunConfig, recorded: RunConfig | None, checkpo
         trainer.global_epoch = int(checkpoint["global_epoch"])
         budget.load_state_dict(checkpoint["budget"])
         start_phase = int(checkpoint["phase"])
-        if checkpoint["phase_done"] and not extends_finished_phase(checkpoint, cfg, phases):
+        if checkpoint["phase_done"] and not extends_finished_phase(checkpoint, cfg, phases, trainer):
             start_phase += 1
             model.load_state_dict(checkpoint["model"])
             # the checkpoint's best epoch is the finished phase's (also when that was the last phase)
@@ -241,9 +263,13 @@ def _train_in(run_dir: Path, cfg: RunConfig, recorded: RunConfig | None, checkpo
         "delta_t": {"iterations": cfg.delta_t, "source": delta_t_source},
         "best_epoch": result.best_epoch,
         "epochs_run": trainer.global_epoch,
+        "steps_run": budget.steps,
+        "steps_per_epoch": trainer.steps_per_epoch,
+        "max_steps": cfg.max_steps,
         "valid": result.best_valid,
         "test": test,
         "popularity": popular,
+        "eval_users": eval_info,
         "test_groups": group_breakdown(dataset, "test", test_users, cfg.ks),
         "params": budget.summary(result.engine),
         "time": {
@@ -370,6 +396,9 @@ def check_epochs_change(run_dir: Path, saved: RunConfig, epochs: int, checkpoint
         raise DslrecError(f"{change} is refused: {run_dir} has already trained {done} epochs; "
                           f"pass --epochs {done} or more, or start a new run")
     reasons = []
+    if saved.max_steps is not None and int(checkpoint["budget"]["steps"]) >= saved.max_steps:
+        reasons.append(f"it has trained its max_steps ({saved.max_steps} steps), and max_steps cannot change "
+                       "on resume")
     if saved.lr_schedule != "constant":
         reasons.append(f"the {saved.lr_schedule} learning rate spans the total steps")
     if saved.method == "dsl" and saved.schedule != "constant":
@@ -392,10 +421,31 @@ def check_epochs_change(run_dir: Path, saved: RunConfig, epochs: int, checkpoint
                           f"({'; '.join(reasons)}); start a new run with --epochs {epochs}")
 
 
-def extends_finished_phase(checkpoint: dict, cfg: RunConfig, phases: list) -> bool:
+def extends_finished_phase(checkpoint: dict, cfg: RunConfig, phases: list, trainer) -> bool:
     """A run whose single phase ran to its last epoch and was given more epochs trains on."""
     stopped = cfg.patience > 0 and int(checkpoint["bad_evals"]) >= cfg.patience
-    return len(phases) == 1 and not stopped and int(checkpoint["epoch"]) < phases[int(checkpoint["phase"])].epochs
+    if len(phases) != 1 or stopped:
+        return False
+    planned_epochs = -(-trainer.planned_steps(phases[int(checkpoint["phase"])]) // trainer.steps_per_epoch)
+    return int(checkpoint["epoch"]) < planned_epochs
+
+
+def check_max_steps(cfg: RunConfig, trainer, phases: list) -> None:
+    """Say when ``max_steps`` cuts the run, and warn when DSL's or GMP's interval then leaves no
+    mask update (delta_t follows the epoch, which --max_steps may cut to fewer steps than it)."""
+    if cfg.max_steps is None:
+        return
+    cut = [p for p in phases if trainer.planned_steps(p) < p.epochs * trainer.steps_per_epoch]
+    if not cut:
+        return
+    planned = trainer.planned_steps(cut[0])
+    per = " per phase" if len(phases) > 1 else ""
+    trainer.say(f"max_steps = {cfg.max_steps}{per}: training stops after {planned} steps "
+                f"({planned / trainer.steps_per_epoch:.2f} epochs of {trainer.steps_per_epoch} steps)")
+    if cfg.method in ("dsl", "gmp") and cfg.delta_t >= planned * (cfg.explore_until if cfg.method == "dsl" else 1):
+        warn(f"delta_t = {cfg.delta_t} iterations is not below the {planned} steps --max_steps {cfg.max_steps} "
+             f"leaves, so {cfg.method} never updates its mask; pass a smaller --delta-t "
+             f"(e.g. {max(1, planned // 10)}) or --delta_t_epochs")
 
 
 def check_same_data(run_dir: Path, dataset) -> None:
