@@ -299,3 +299,45 @@ def test_engine_refuses_an_optimizer_built_before_compact_storage():
     opt = torch.optim.Adam(model.parameters())
     with pytest.raises(DslrecError, match="build the optimiser after the engine"):
         SparseEngine(model, opt, SparseConfig(storage="compact"), total_steps=5)
+
+
+# --- building without the dense tables --------------------------------------------------------------
+
+@pytest.mark.parametrize("build", [lambda: MF(1003, 77, dim=13), lambda: NeuMF(1001, 333, gmf_dim=8, layers=(16, 8))],
+                         ids=["mf", "neumf"])
+def test_deferred_build_makes_the_constructors_weights_without_dense_tables(build, monkeypatch):
+    from dslrec.sparse import deferred
+
+    monkeypatch.setattr(deferred, "BLOCK", 48)  # many blocks of the random stream, a ragged last one
+    torch.manual_seed(5)
+    dense = build()
+    after = torch.get_rng_state()
+    torch.manual_seed(5)
+    model, d = deferred.deferred_build(build, torch.device("cpu"))
+    assert d is not None and all(p.is_meta for p in model.parameters())
+    params = dict(dense.named_parameters())
+    g = torch.Generator().manual_seed(0)
+    pos = {n: torch.randperm(p.numel(), generator=g)[: p.numel() // 3].sort().values
+           for n, p in params.items() if p.ndim >= 2}
+    values = d.materialise(pos)
+    for n, p in pos.items():
+        assert torch.equal(params[n].detach().reshape(-1)[p], values[n]), n
+    for n, q in model.named_parameters():
+        if n not in pos:
+            assert torch.equal(params[n].detach(), q.detach()), n
+    assert torch.equal(after, torch.get_rng_state())  # the random stream continues as after the constructor
+
+
+class RandomInit(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(5, 4))
+
+
+def test_deferred_build_falls_back_when_it_cannot_replay():
+    from dslrec.sparse.deferred import deferred_build
+
+    model, d = deferred_build(RandomInit, torch.device("cpu"))  # a random factory: not replayable
+    assert d is None and not model.w.is_meta
+    model, d = deferred_build(lambda: make_model("lightgcn"), torch.device("cpu"))  # a graph buffer
+    assert d is None and not model.embedding.weight.is_meta

@@ -229,7 +229,7 @@ class CompactStorage(WeightStorage):
     kind = "compact"
 
     def __init__(self, model: nn.Module, params: Mapping[str, nn.Parameter], positions: Mapping[str, Tensor],
-                 optimizer: torch.optim.Optimizer | None = None):
+                 optimizer: torch.optim.Optimizer | None = None, values: Mapping[str, Tensor] | None = None):
         self.names = list(params)
         self.shapes = {n: p.shape for n, p in params.items()}
         self.optimizer = optimizer
@@ -237,17 +237,22 @@ class CompactStorage(WeightStorage):
         self._values: dict[str, callable] = {}
         self._setters: dict[str, callable] = {}
         for name, p in params.items():
-            self._convert(model, name, p, positions[name].to(p.device))
+            given = None if values is None else values[name]
+            device = given.device if given is not None else p.device
+            self._convert(model, name, p, positions[name].to(device), given)
 
     @torch.no_grad()
-    def _convert(self, model: nn.Module, name: str, p: nn.Parameter, positions: Tensor) -> None:
+    def _convert(self, model: nn.Module, name: str, p: nn.Parameter, positions: Tensor,
+                 given: Tensor | None = None) -> None:
+        """Replace tensor ``name`` by its values at ``positions`` (``given``: those values, when the
+        dense tensor was never built)."""
         owner_name, _, attr = name.rpartition(".")
         owner = model.get_submodule(owner_name) if owner_name else model
         if isinstance(owner, nn.Embedding) and attr == "weight" and owner_name:
             if owner.padding_idx is not None or owner.max_norm is not None:
                 raise DslrecError(f"{owner_name} uses padding_idx or max_norm, which compact storage does not "
                                   "keep; train it with --storage masked")
-            values = p.detach().reshape(-1).index_select(0, positions).clone()
+            values = given if given is not None else p.detach().reshape(-1).index_select(0, positions).clone()
             module = CompactEmbedding(p.shape, positions, values)
             parent_name, _, child = owner_name.rpartition(".")
             setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
@@ -260,7 +265,11 @@ class CompactStorage(WeightStorage):
                 raise DslrecError(f"{name} is already parametrized; compact storage needs a plain tensor "
                                   "(use --storage masked)")
             param = CompactParametrization(p.shape, positions)
+            if given is not None:  # a meta tensor: register the values directly as the original
+                owner._parameters[attr] = nn.Parameter(torch.zeros(p.shape, dtype=given.dtype), p.requires_grad)
             parametrize.register_parametrization(owner, attr, param, unsafe=True)
+            if given is not None:
+                owner.parametrizations[attr].original = nn.Parameter(given, p.requires_grad)
             plist = owner.parametrizations[attr]
             self.pos[name] = param.positions
             self._values[name] = lambda pl=plist: pl.original

@@ -60,14 +60,19 @@ class SparseEngine:
     one-shot pruning or lottery tickets use ``method="static"``: frozen; with
     ``method="dsl"`` exploration starts from them; ``gmp``/``pep`` then behave as
     ``static``). Budgets are then the counts of the given masks.
+
+    ``deferred``: a ``deferred.Deferred`` for a model built on the meta device (compact storage):
+    its parameters are initialised here, the sparsified ones only at their active positions.
     """
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, config: SparseConfig,
-                 total_steps: int, seed: int = 0, masks: dict[str, Tensor] | None = None):
+                 total_steps: int, seed: int = 0, masks: dict[str, Tensor] | None = None, deferred=None):
         if not isinstance(config, SparseConfig):
             raise DslrecError("SparseEngine needs a SparseConfig; build one with SparseConfig(...)")
         if not isinstance(total_steps, int) or total_steps < 1:
             raise DslrecError(f"total_steps={total_steps!r} must be a positive integer (optimiser steps of the run)")
+        if deferred is not None and (config.storage != "compact" or masks is not None or config.init == "magnitude"):
+            raise DslrecError("a model built on the meta device needs compact storage with a uniform or erk init")
         if config.storage == "compact" and optimizer is not None:
             raise DslrecError("compact storage replaces the model's tensors: build the optimiser after the engine "
                               "(SparseEngine(model, None, ...); opt = ...(model.parameters()); engine.attach(opt))")
@@ -109,7 +114,10 @@ class SparseEngine:
         if config.storage == "compact":
             from dslrec.sparse.compact import CompactStorage
 
-            self.storage = CompactStorage(model, params, positions)
+            values = deferred.materialise(positions) if deferred is not None else None
+            self.storage = CompactStorage(model, params, positions, values=values)
+            if deferred is not None:
+                model.to(deferred.device)
             for n in self.names:
                 self.ever[n].add(positions[n])
         else:

@@ -179,6 +179,7 @@ def initial_positions(kind: str, params: Mapping[str, Tensor], density: float, s
     """Initial sorted flat positions of a sparse run (what ``initial_masks`` marks True)."""
     shapes = {n: p.shape for n, p in params.items()}
     device = next(iter(params.values())).device
+    device = torch.device("cpu") if device.type == "meta" else device  # a deferred model: drawn on the CPU
     if kind == "uniform":
         return uniform_positions(shapes, density, scope, generator, device)
     if kind == "erk":

@@ -112,13 +112,14 @@ class Trainer:
     """Runs the phases of one run and keeps its run directory up to date."""
 
     def __init__(self, cfg: RunConfig, dataset, model, run_dir: Path, *, progress: bool = True,
-                 sampler, evaluator, budget, reference: float | None = None):
+                 sampler, evaluator, budget, reference: float | None = None, device: torch.device | None = None):
         self.cfg = cfg
         self.dataset = dataset
         self.model = model
         self.run_dir = run_dir
         self.progress = progress
-        self.device = next(model.parameters()).device
+        # (given when the model is still on the meta device: compact storage initialises it in the engine)
+        self.device = device if device is not None else next(model.parameters()).device
         self.epoch_batches = sampler  # (dataset, kind, batch_size, rng, **kw) -> iterator of batches
         self.evaluate = evaluator  # (model, split) -> metrics dict
         self.budget = budget  # tracks active-weight counts over the run

@@ -29,26 +29,27 @@ def sparse_config(cfg: RunConfig, method: str):
     return SparseConfig.from_settings(cfg, method=method)
 
 
-def engine_factory(cfg: RunConfig, method: str, masks_from=None):
-    """A ``make_engine(model, optimizer, total_steps)`` for a phase; ``masks_from()`` gives fixed masks."""
+def engine_factory(cfg: RunConfig, method: str, masks_from=None, deferred=None):
+    """A ``make_engine(model, optimizer, total_steps)`` for a phase; ``masks_from()`` gives fixed masks;
+    ``deferred``: the model is on the meta device and the engine initialises it (compact storage)."""
     from dslrec.sparse import SparseEngine
 
     def make(model, optimizer, total_steps):
         masks = masks_from() if masks_from is not None else None
         return SparseEngine(model, optimizer, sparse_config(cfg, method), total_steps=total_steps,
-                            seed=cfg.seed, masks=masks)
+                            seed=cfg.seed, masks=masks, deferred=deferred)
 
     return make
 
 
-def build_phases(cfg: RunConfig, model: torch.nn.Module, run_dir: Path) -> list[Phase]:
+def build_phases(cfg: RunConfig, model: torch.nn.Module, run_dir: Path, deferred=None) -> list[Phase]:
     from dslrec.sparse import magnitude_masks, sparsifiable_parameters
 
     method = cfg.method
     if method == "dense":
         return [Phase("dense", cfg.epochs, None)]
     if method in ("dsl", "static", "gmp", "pep"):
-        return [Phase(method, cfg.epochs, engine_factory(cfg, method))]
+        return [Phase(method, cfg.epochs, engine_factory(cfg, method, deferred=deferred))]
 
     def pruned_masks(phase: Phase, density: float):
         """Masks keeping the largest-magnitude weights of the previous phase's best model."""

@@ -204,11 +204,18 @@ def _train_in(run_dir: Path, cfg: RunConfig, recorded: RunConfig | None, checkpo
     if checkpoint is not None:
         check_same_data(run_dir, dataset)
     device = pick_device(cfg.device)
-    model = models.build(cfg.model, dataset, **cfg.model_options).to(device)
+    deferred = None
+    if cfg.storage == "compact" and cfg.init != "magnitude":
+        # compact storage never builds the dense tables: the engine initialises the active values only
+        from dslrec.sparse.deferred import deferred_build
+
+        model, deferred = deferred_build(lambda: models.build(cfg.model, dataset, **cfg.model_options), device)
+    else:
+        model = models.build(cfg.model, dataset, **cfg.model_options).to(device)
     budget = Budget(model, cfg)
     evaluated, eval_info = eval_sample(cfg, dataset)
     popular = popularity_metrics(cfg, dataset, evaluated)
-    trainer = Trainer(cfg, dataset, model, run_dir, progress=progress, sampler=epoch_batches,
+    trainer = Trainer(cfg, dataset, model, run_dir, progress=progress, sampler=epoch_batches, device=device,
                       evaluator=make_evaluator(cfg, dataset, evaluated), budget=budget,
                       reference=popular["valid"].get(cfg.metric))
     delta_t_source = resolve_interval(cfg, trainer.steps_per_epoch)
@@ -219,7 +226,7 @@ def _train_in(run_dir: Path, cfg: RunConfig, recorded: RunConfig | None, checkpo
     if cfg.method in ("dsl", "gmp"):
         trainer.say(f"delta_t = {cfg.delta_t} iterations ({delta_t_source})")
     write_run_files(run_dir, recorded, dataset, resumed=checkpoint is not None)
-    phases = build_phases(cfg, model, run_dir)
+    phases = build_phases(cfg, model, run_dir, deferred)
     check_max_steps(cfg, trainer, phases)
 
     start_phase, phase_resume, previous = 0, None, None
