@@ -109,7 +109,7 @@ def run_with_scripted_validation(monkeypatch, small, tmp_path, values, **setting
 
     seq = iter(values)
 
-    def fake_evaluator(cfg, dataset):
+    def fake_evaluator(cfg, dataset, sample=None):
         def evaluate_(model, split, per_user=False):
             metrics = {f"recall@{k}": next(seq) if split == "valid" else 0.0 for k in cfg.ks}
             return (metrics, None) if per_user else metrics
@@ -117,7 +117,7 @@ def run_with_scripted_validation(monkeypatch, small, tmp_path, values, **setting
 
     monkeypatch.setattr(run_module, "make_evaluator", fake_evaluator)
     monkeypatch.setattr(run_module, "popularity_metrics",
-                        lambda cfg, ds: {"valid": {cfg.metric: 0.2}, "test": {cfg.metric: 0.2}})
+                        lambda cfg, ds, users=None: {"valid": {cfg.metric: 0.2}, "test": {cfg.metric: 0.2}})
     monkeypatch.setattr(run_module, "group_breakdown", lambda *a, **k: {})
     return dslrec.train(dict(model="mf", epochs=len(values), batch_size=2048, **settings), dataset=small,
                         out=tmp_path / "run", progress=False)
