@@ -67,7 +67,7 @@ class RunConfig(SparseSettings):
     metric: str = "recall@20"
     patience: int = 10  # evaluations without improvement before stopping (0 = never), counted once the model beats popularity (and DSL has settled)
     ks: list[int] = field(default_factory=lambda: [20])
-    eval_batch_size: int = 1024
+    eval_batch_size: int | None = None  # users per evaluation batch (default: a 256 MiB block of scores on CPU, 2 GiB on GPUs)
     eval_users: int | None = None  # validate and test on a seeded random sample of N users (the same sample throughout)
     cold_users: str = "drop"  # users with valid/test items but no training ones: drop | popular (ranked by popularity)
     # sparse training (more settings of dslrec.sparse below)
@@ -289,7 +289,8 @@ def validate(cfg: RunConfig) -> None:
     check(cfg.weight_decay >= 0, f"weight_decay must be >= 0, got {cfg.weight_decay}")
     check(0 <= cfg.momentum < 1, f"momentum must be in [0, 1), got {cfg.momentum}")
     check(cfg.n_neg >= 1, f"n_neg must be at least 1, got {cfg.n_neg}")
-    check(cfg.eval_batch_size >= 1, f"eval_batch_size must be at least 1, got {cfg.eval_batch_size}")
+    check(cfg.eval_batch_size is None or cfg.eval_batch_size >= 1,
+          f"eval_batch_size must be at least 1, got {cfg.eval_batch_size}")
     check(int(k) >= 1, f"metric must cut off at k >= 1 like recall@20, got {cfg.metric!r}")
     check(isinstance(cfg.dataset, str) and cfg.dataset != "",
           f"dataset must be a registered name or a path, got {cfg.dataset!r}")

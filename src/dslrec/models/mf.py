@@ -88,8 +88,8 @@ class MF(nn.Module):
         return bpr_loss(pos, neg) + self.l2 * embedding_l2(u, i, j)
 
     def scorer(self) -> Callable[[torch.Tensor], torch.Tensor]:
-        users_w, items_w = self.user.weight, self.item.weight
-        return lambda users: users_w[users.to(users_w.device)] @ items_w.T
+        items_w = self.item.weight  # the whole item table, once; users are looked up per batch
+        return lambda users: self.user(users.to(items_w.device)) @ items_w.T
 
 
 def build(dataset, dim: int = 64, l2: float = 1e-4) -> MF:
