@@ -275,6 +275,30 @@ def table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def compare_compact(args) -> int:
+    """The grid's dsl and static rows again with compact storage, beside the kept (masked) results."""
+    kept = json.loads((Path(args.out) / "results.json").read_text())
+    out = Path(args.out).with_name(Path(args.out).name + "_compact")
+    out.mkdir(parents=True, exist_ok=True)
+    results_path = out / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    todo = [(n, {**s, "storage": "compact"}) for n, s in grid()
+            if s.get("method") in ("dsl", "static") and (not args.only or re.search(args.only, n))]
+    run_jobs([(n, s) for n, s in todo if n not in results], results, results_path, out, args.workers)
+    groups: dict[str, list[str]] = {}
+    for n, _ in todo:
+        groups.setdefault(n.rsplit("/", 1)[0], []).append(n)
+    print("| run | masked (kept results) | compact | seeds |")
+    print("| --- | --- | --- | --- |")
+    for group, names in groups.items():
+        masked = [kept[n]["test"]["recall@20"] for n in names if n in kept]
+        compact = [results[n]["test"]["recall@20"] for n in names if n in results]
+        fmt = (lambda xs: f"{statistics.mean(xs):.4f} ± {statistics.stdev(xs) if len(xs) > 1 else 0.0:.4f}"
+               if xs else "-")
+        print(f"| {group} | {fmt(masked)} | {fmt(compact)} | {len(compact)} |")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "sparse_accuracy"))
@@ -283,10 +307,15 @@ def main() -> int:
     parser.add_argument("--readme", action="store_true", help="write the table into README.md")
     parser.add_argument("--select", action="store_true",
                         help="run the DSL settings compared to pick the variant; print them by validation recall")
+    parser.add_argument("--storage", choices=("masked", "compact"), default="masked",
+                        help="compact: rerun the grid's dsl and static rows with --storage compact (into "
+                             "sparse_accuracy_compact/) and compare them with the kept masked results")
     parser.add_argument("--select-interval", action="store_true",
                         help="run the delta_t values compared to pick each backbone's; print them by validation recall")
     args = parser.parse_args()
     os.environ.setdefault("DSLREC_DATA_DIR", str(REPO.parent / "shared" / "data"))
+    if args.storage == "compact":
+        return compare_compact(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / ("selection.json" if args.select else "interval.json" if args.select_interval

@@ -390,12 +390,29 @@ class CompactStorage(WeightStorage):
         pos.set(positions)
         return int(positions.numel() - dst.numel())
 
+    @torch.no_grad()
     def set_active_rows(self, name: str, cols: Tensor, counts: Tensor) -> int:
         pos = self.pos[name]
         width = cols.shape[1]
+        if pos.width == width and bool((counts == width).all()):
+            return self._set_regular_rows(name, cols)
         valid = torch.arange(width, device=cols.device).expand_as(cols) < counts.unsqueeze(1)
         rows = torch.arange(cols.shape[0], device=cols.device).unsqueeze(1).expand_as(cols)
         return self.set_active(name, (rows * pos.n_cols + cols)[valid])
+
+    def _set_regular_rows(self, name: str, cols: Tensor) -> int:
+        """``set_active_rows`` when every row keeps the same count (per_row scope): kept weights are
+        found row by row (a search in each row's few sorted columns, not over the whole tensor)."""
+        pos = self.pos[name]
+        width = pos.width
+        old = pos.col.view(-1, width).long()
+        at = torch.searchsorted(old, cols.contiguous()).clamp_(max=width - 1)
+        kept = old.gather(1, at) == cols
+        for t in [self.values(name), *self.state_tensors(name)]:
+            rows = t.view(-1, width)
+            rows.copy_(torch.where(kept, rows.gather(1, at), torch.zeros((), dtype=t.dtype, device=t.device)))
+        pos.col = cols.reshape(-1).to(pos.col.dtype)  # the row pointers do not change
+        return int(kept.numel() - int(kept.sum()))
 
     def state_dict(self) -> dict[str, Tensor]:
         out = {}

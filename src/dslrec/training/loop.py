@@ -92,12 +92,19 @@ def settled(engine) -> bool:
 
 def tensor_bytes(model: torch.nn.Module, optimizer) -> dict[str, int]:
     """Bytes of the model's parameters and buffers and of the optimiser's state (what training keeps)."""
+    def nbytes(t: torch.Tensor) -> int:
+        if t.layout == torch.sparse_csr:  # LightGCN's graph: what it stores, not its dense size
+            return sum(nbytes(p) for p in (t.crow_indices(), t.col_indices(), t.values()))
+        if t.layout == torch.sparse_coo:
+            return nbytes(t._indices()) + nbytes(t._values())
+        return t.numel() * t.element_size()
+
     def size(tensors) -> int:
         seen, total = set(), 0
         for t in tensors:
-            if isinstance(t, torch.Tensor) and not t.is_sparse and id(t) not in seen:
+            if isinstance(t, torch.Tensor) and id(t) not in seen:
                 seen.add(id(t))
-                total += t.numel() * t.element_size()
+                total += nbytes(t)
         return total
 
     state = [v for s in optimizer.state.values() for v in s.values()]
