@@ -12,6 +12,7 @@ touched.
     python scripts/mutants.py             # every mutant, its listed test files (a few minutes)
     python scripts/mutants.py --full      # every mutant against the whole suite (slow)
     python scripts/mutants.py --only no_restore_best,selection_on_test
+    python scripts/mutants.py --only budget_drift_per_row --tests tests/test_training.py
     python scripts/mutants.py --list      # what each mutant patches, and where
 
 Exit status: 0 if every mutant was caught; 1 if one was missed or its test run
@@ -61,6 +62,15 @@ MUTANTS = [
     Mutant("no_restore_best", "test metrics come from the last epoch's weights, not the best validation epoch's",
            RUN, (("    model.load_state_dict(result.best_state)\n", "    pass  # mutant: no restore\n"),),
            ("tests/test_protocol.py", "tests/test_training.py")),
+    Mutant("test_reports_validation", "the summary's test metrics are computed on the validation split",
+           RUN, (('trainer.evaluate(model, "test", per_user=True)', 'trainer.evaluate(model, "valid", per_user=True)'),),
+           ("tests/test_protocol.py", "tests/test_training.py")),
+    Mutant("best_state_aliased", "the best state is a view of the live weights (the last epoch's at the end)",
+           LOOP, (("best_state = clone_state(model)", "best_state = model.state_dict()"),),
+           ("tests/test_protocol.py", "tests/test_training.py")),
+    Mutant("eval_every_ignored", "every epoch is validated (and selectable) whatever --eval_every says",
+           LOOP, (("if (epoch + 1) % cfg.eval_every == 0 or last:", "if True:"),),
+           ("tests/test_protocol.py",)),
     Mutant("valid_not_excluded_at_test", "validation items stay in the test ranking (they can be hits)",
            "src/dslrec/evaluate/ranking.py",
            (("return [dataset.train, dataset.valid]", "return [dataset.train]"),),
@@ -104,6 +114,11 @@ MUTANTS = [
            "src/dslrec/training/methods.py",
            (("                model.load_state_dict(rundir.load_weights(init_path))\n",
              "                pass  # mutant: no rewind\n"),),
+           ("tests/test_methods_loop.py",)),
+    Mutant("oneshot_prunes_last_weights", "one-shot pruning prunes and fine-tunes the last dense weights, not the best",
+           "src/dslrec/training/methods.py",
+           (("        def prepare():\n            model.load_state_dict(phase.previous.best_state)\n",
+             "        def prepare():\n            pass  # mutant: no load of the best dense weights\n"),),
            ("tests/test_methods_loop.py",)),
     Mutant("resume_without_optimizer_state", "a resumed run starts its optimiser afresh",
            LOOP, (('            optimizer.load_state_dict(resume["optimizer"])\n', "            pass  # mutant\n"),),
@@ -183,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--full", action="store_true", help="run the whole test suite against every mutant")
     ap.add_argument("--only", help="comma-separated mutant names")
     ap.add_argument("--list", action="store_true", help="list the mutants and exit")
+    ap.add_argument("--tests", help="comma-separated test files or node ids to run against every mutant instead of "
+                                    "its own list (e.g. to see whether one new test kills them)")
     ap.add_argument("--no-baseline", action="store_true", help="skip the run of the unmutated copy")
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per test run (default 900)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary copy (its path is printed)")
@@ -201,9 +218,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{m.name}: {m.what}\n  {m.path}")
             for old, new in m.replace:
                 print(f"    - {old.strip()!r}\n    + {new.strip()!r}")
-            print(f"  tests: {'the whole suite' if args.full else ' '.join(m.tests)}")
+            print(f"  tests: {'the whole suite' if args.full and not args.tests else args.tests or ' '.join(m.tests)}")
         return 0
 
+    chosen = [t.strip() for t in args.tests.split(",") if t.strip()] if args.tests else None
     problems = check_targets(ROOT, mutants)
     if problems:
         print("mutants out of date with the code (update their target strings):", file=sys.stderr)
@@ -222,10 +240,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"the copy's dslrec is not the one imported ({where}); cannot test mutants", file=sys.stderr)
             return 2
         def files(m: Mutant) -> list[str]:
-            return ["tests"] if args.full else list(m.tests)
+            return chosen if chosen else ["tests"] if args.full else list(m.tests)
 
         if not args.no_baseline:
-            union = ["tests"] if args.full else sorted({t for m in mutants for t in m.tests})
+            union = sorted({t for m in mutants for t in files(m)})
             rc, out, secs = run_pytest(copy, union, args.timeout)
             print(f"baseline (unmutated copy, {' '.join(union)}): {'passed' if rc == 0 else 'FAILED'} in {secs:.0f} s",
                   flush=True)

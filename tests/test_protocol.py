@@ -8,7 +8,6 @@ validation items excluded from the test ranking, the sampled protocol of leave-o
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from dslrec.data.synthetic import synthetic_dataset
 from dslrec.evaluate import evaluate
 from dslrec.evaluate.sampled import sampled_evaluate, sampled_negatives
 from dslrec.settings import load_dataset, resolve_settings
+from scripted import read_log, scripted_run
 
 # short runs on tiny data: whether they beat popularity is not what these tests are about
 pytestmark = pytest.mark.filterwarnings("ignore:.*does not beat ranking by popularity")
@@ -32,57 +32,7 @@ def tiny():
     return synthetic_dataset(n_users=300, n_items=200, seed=3)
 
 
-def read_log(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / rundir.LOG).read_text().splitlines()]
-
-
-# --- scripted metrics: the evaluator knows which epoch's weights it is shown -------------------------
-
-def fingerprint(model: torch.nn.Module) -> str:
-    h = hashlib.sha1()
-    for name, value in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(value.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
-def scripted_run(monkeypatch, dataset, out: Path, valid: list[float], test: list[float], popularity: float = 0.0,
-                 **settings):
-    """Train for real, but let every evaluation return the scripted value of the epoch whose weights it
-    is given: ``valid[e]`` or ``test[e]`` for the weights at the end of epoch ``e + 1`` (recognised by a
-    hash of the model's state taken at the end of every epoch). Returns (summary, evaluations made as
-    (split, epoch)). So a run selects the epoch ``valid`` prefers only if it selects on validation, and
-    reports ``test`` of that epoch only if it evaluates the best epoch's weights."""
-    import dslrec.training.run as run_module
-    from dslrec.training.loop import Trainer
-
-    epoch_of: dict[str, int] = {}
-    calls: list[tuple[str, int]] = []
-    real_epoch = Trainer.train_epoch
-
-    def train_epoch(self, *args, **kwargs):
-        loss = real_epoch(self, *args, **kwargs)
-        epoch_of[fingerprint(self.model)] = self.global_epoch  # epochs finished before this one
-        return loss
-
-    def scripted_evaluator(cfg, data):
-        def evaluate_(model, split, per_user=False):
-            e = epoch_of[fingerprint(model)]
-            calls.append((split, e + 1))
-            value = (valid if split == "valid" else test)[e]
-            metrics = {f"{name}@{k}": value for name in ("recall", "ndcg") for k in cfg.ks}
-            return (metrics, None) if per_user else metrics
-        return evaluate_
-
-    monkeypatch.setattr(Trainer, "train_epoch", train_epoch)
-    monkeypatch.setattr(run_module, "make_evaluator", scripted_evaluator)
-    monkeypatch.setattr(run_module, "popularity_metrics",
-                        lambda cfg, ds: {s: {cfg.metric: popularity} for s in ("valid", "test")})
-    monkeypatch.setattr(run_module, "group_breakdown", lambda *a, **k: {})
-    settings = dict(dict(model="mf", dim=8, batch_size=1024, patience=0), **settings)
-    summary = dslrec.train(settings, dataset=dataset, out=out, progress=False)
-    return summary, calls
-
+# --- scripted metrics (tests/scripted.py): the evaluator knows which epoch's weights it is shown --------
 
 def test_the_best_epoch_is_chosen_on_validation_and_tested_with_its_own_weights(monkeypatch, tiny, tmp_path):
     # validation prefers epoch 2, the test set epoch 4; the last epoch is 6
@@ -115,6 +65,16 @@ def test_a_multi_phase_run_reports_the_last_phases_best_epoch(monkeypatch, tiny,
                             density=0.3, finetune_epochs=3)
     assert (s["best_epoch"], s["valid"]["recall@20"], s["test"]["recall@20"]) == (5, 0.40, 0.20)
     assert calls[-1] == ("test", 5)
+
+
+def test_only_evaluated_epochs_can_be_selected(monkeypatch, tiny, tmp_path):
+    # eval_every 3 over 7 epochs validates epochs 3, 6 and the last one; epoch 2 would be best
+    valid = [0.10, 0.90, 0.20, 0.15, 0.12, 0.30, 0.25]
+    test = [0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07]
+    s, calls = scripted_run(monkeypatch, tiny, tmp_path / "r", valid, test, epochs=7, eval_every=3)
+    assert calls == [("valid", 3), ("valid", 6), ("valid", 7), ("test", 6)]
+    assert (s["best_epoch"], s["valid"]["recall@20"], s["test"]["recall@20"]) == (6, 0.30, 0.06)
+    assert ["valid" in r for r in read_log(tmp_path / "r")] == [False, False, True, False, False, True, True]
 
 
 # --- real metrics: the summary is a fresh evaluation of best.safetensors ---------------------------
