@@ -8,7 +8,6 @@ validation items excluded from the test ranking, the sampled protocol of leave-o
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
