@@ -337,3 +337,37 @@ def test_cli_export_and_recommend_round_trip(big_run, tmp_path, capsys):
     assert cli.main(["recommend", "--model", str(path), "--users", "nobody", "--k", "3",
                      "--unknown", "popular", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["known"] is False
+
+
+def test_cli_include_seen_returns_seen_items_and_no_seen_export_leaves_them_out(big_run, tmp_path, capsys):
+    data, _ = rundir.read_data(big_run)
+    user = int(np.argmax(np.diff(data.train.indptr)))  # the user with the most training items
+    uid, seen = str(data.user_ids[user]), {str(data.item_ids[i]) for i in data.train[user].indices}
+    full, lean = tmp_path / "full.dslrec", tmp_path / "lean.dslrec"
+    assert cli.main(["export", str(big_run), "--out", str(full)]) == 0
+    capsys.readouterr()
+    scores = Recommender.load(full).scores(np.array([user]))[0]
+    ranked = [str(data.item_ids[i]) for i in np.lexsort((np.arange(data.n_items), -scores))]
+    by_score = ranked[:50]
+
+    def recommend(path, *extra):
+        code = cli.main(["recommend", "--model", str(path), "--users", uid, "--k", "50", "--json", *extra])
+        out = capsys.readouterr()
+        return code, ([str(i) for i in json.loads(out.out)[0]["items"]] if code == 0 else out.err)
+
+    # --include-seen: the top 50 by score, the user's own training items among them
+    assert recommend(full, "--include-seen") == (0, by_score)
+    assert seen & set(by_score)
+    # the default leaves them out: the unseen items in score order
+    code, unseen = recommend(full)
+    assert code == 0 and unseen == [i for i in ranked if i not in seen][:50]
+
+    # --no-seen: the file holds no training interactions, so only --include-seen can serve from it
+    assert cli.main(["export", str(big_run), "--out", str(lean), "--no-seen"]) == 0
+    assert "left out: --no-seen" in capsys.readouterr().out
+    assert load(lean).header["seen"] is None and not any(k.startswith("seen/") for k in load(lean).tensors)
+    assert load(full).header["seen"]["nnz"] == data.train.nnz
+    assert lean.stat().st_size < full.stat().st_size
+    code, err = recommend(lean)
+    assert code == 2 and "--no-seen" in err and "Traceback" not in err
+    assert recommend(lean, "--include-seen") == (0, by_score)

@@ -307,11 +307,16 @@ def test_engine_on_custom_module_keeps_budget_and_dense_biases():
     engine = SparseEngine(model, opt, cfg, total_steps=30, seed=1)
     assert engine.names == ["users.weight", "items.weight", "proj.weight"]
     budgets = {n: round(0.25 * p.numel()) for n, p in engine.params.items()}
+    dense_before = {n: p.detach().clone() for n, p in model.named_parameters() if n not in engine.params}
     train(model, engine, opt, batches(30))
     for n, p in engine.params.items():
         assert int(engine.masks[n].sum()) == budgets[n]
         assert p[~engine.masks[n]].abs().sum() == 0
-    assert (model.proj.bias != 0).all() and (model.norm.weight != 0).all()
+    # biases and the norm stay dense: trained in every entry, none held at zero
+    params = dict(model.named_parameters())
+    assert set(dense_before) == {"proj.bias", "norm.weight", "norm.bias"}
+    for n, before in dense_before.items():
+        assert (params[n] != before).all() and (params[n] != 0).all(), n
     rec = engine.epoch_record()
     json.dumps(rec)
     assert rec["n_updates"] == 9 and rec["active"] == sum(budgets.values())
@@ -499,13 +504,27 @@ def test_pep_deadline_forces_the_budget():
 
 
 def test_dense_method_reports_counts_and_changes_nothing():
-    torch.manual_seed(0)
-    model = TwoTower()
-    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    def build():
+        torch.manual_seed(0)
+        model = TwoTower()
+        return model, torch.optim.Adam(model.parameters(), lr=0.05)
+
+    data = batches(10)
+    model, opt = build()
     engine = SparseEngine(model, opt, SparseConfig(method="dense"), total_steps=10)
-    train(model, engine, opt, batches(10))
+    train(model, engine, opt, data)
+    # the same steps without an engine: weights and optimiser state come out bit for bit the same
+    plain, plain_opt = build()
+    for u, i, y in data:
+        plain_opt.zero_grad()
+        ((plain(u, i) - y) ** 2).mean().backward()
+        plain_opt.step()
+    for (name, p), (_, q) in zip(model.named_parameters(), plain.named_parameters()):
+        assert torch.equal(p, q), name
+        for key, value in opt.state[p].items():
+            assert torch.equal(value, plain_opt.state[q][key]), (name, key)
     assert engine.active_count() == engine.sparsifiable_count() == 30 * 8 + 20 * 8 + 64
-    assert (model.users.weight != 0).all()
+    assert all(bool(m.all()) for m in engine.masks.values()) and engine.n_updates == 0
     assert engine.epoch_record()["density"] == 1.0
 
 

@@ -17,6 +17,7 @@ import yaml
 from safetensors.torch import load_file
 
 import dslrec
+from dslrec import models
 from dslrec.cli import main
 from dslrec.data.synthetic import synthetic_dataset
 from dslrec.errors import DslrecError
@@ -53,12 +54,19 @@ def test_each_backbone_learns(model, small, tmp_path):
     pop, rnd = reference_recalls(small)
     got = summary["valid"]["recall@20"]
     assert got > 1.3 * pop and got > 3 * rnd, (got, pop, rnd)
-    # test metrics are reported at the best validation epoch, from the restored best weights
+    # test metrics are reported at the best validation epoch, from the restored best weights: a fresh
+    # evaluation of best.safetensors gives them (tests/test_protocol.py checks the rule where it bites)
     assert set(summary["test"]) >= {"recall@20", "ndcg@20", "precision@20", "hitrate@20", "mrr@20"}
     log = [json.loads(line) for line in (tmp_path / model / "log.jsonl").read_text().splitlines()]
     best = max((r for r in log if "valid" in r), key=lambda r: r["valid"]["recall@20"])
     assert summary["best_epoch"] == best["epoch"]
     assert summary["valid"]["recall@20"] == pytest.approx(best["valid"]["recall@20"])
+    fresh = models.build(model, small, **summary["config"]["model_options"])
+    fresh.load_state_dict(load_file(str(tmp_path / model / "best.safetensors")))
+    fresh.eval()
+    with torch.no_grad():
+        again = evaluate(fresh.scorer(), small, split="test", ks=(20,))
+    assert {k: float(v) for k, v in again.items()} == pytest.approx(summary["test"], rel=1e-9)
 
 
 def test_run_directory_contract(small, tmp_path):

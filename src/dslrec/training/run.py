@@ -238,6 +238,9 @@ def _train_in(run_dir: Path, cfg: RunConfig, recorded: RunConfig | None, checkpo
         if checkpoint["phase_done"] and not extends_finished_phase(checkpoint, cfg, phases, trainer):
             start_phase += 1
             model.load_state_dict(checkpoint["model"])
+            # the next phase draws on from where the finished one left the generator (dropout, ties in
+            # magnitude pruning), as in a run that was never interrupted
+            torch.set_rng_state(checkpoint["torch_rng"])
             # the checkpoint's best epoch is the finished phase's (also when that was the last phase)
             previous = PhaseResult(rundir.load_weights(run_dir / rundir.BEST), checkpoint["best_epoch"],
                                    dict(checkpoint["best_valid"]), None)

@@ -1,0 +1,295 @@
+"""Check the test suite itself: break the protocol on purpose and make sure a test fails.
+
+Each mutant below is a small, deliberate breakage of something the README or
+the protocol promises (selection on the test set, no restore of the best
+weights, a budget that drifts by one, ...). The script copies the repository's
+files (tracked and untracked-but-not-ignored) to a temporary folder, applies one
+mutant at a time there as exact string replacements, runs the test files named
+for that mutant with ``PYTHONPATH`` pointing at the copy's ``src`` and reports
+whether the suite caught it (some test failed). The working tree is never
+touched.
+
+    python scripts/mutants.py             # every mutant, its listed test files (a few minutes)
+    python scripts/mutants.py --full      # every mutant against the whole suite (slow)
+    python scripts/mutants.py --only no_restore_best,selection_on_test
+    python scripts/mutants.py --only budget_drift_per_row --tests tests/test_training.py
+    python scripts/mutants.py --list      # what each mutant patches, and where
+
+Exit status: 0 if every mutant was caught; 1 if one was missed or its test run
+errored; 2 if the script could not run (a target string is gone or appears
+more than once, which means the code moved and the mutant needs updating, or
+the unmutated copy fails its own tests).
+
+Run it before calling a change to training, evaluation or the sparse engine
+done; a new protocol rule deserves a mutant here and a test that kills it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    what: str
+    path: str  # file (relative to the repository root) the replacements apply to
+    replace: tuple[tuple[str, str], ...]  # (exact old text, new text); old must occur exactly once
+    tests: tuple[str, ...]  # test files run against it (the whole suite with --full)
+
+
+LOOP = "src/dslrec/training/loop.py"
+RUN = "src/dslrec/training/run.py"
+STORAGE = "src/dslrec/sparse/storage.py"
+DECISIONS = "src/dslrec/sparse/decisions.py"
+
+MUTANTS = [
+    # --- the protocol: selection on validation, report at the best validation epoch ------------------
+    Mutant("selection_on_test", "the best epoch is selected (and early stopping decided) on the test set",
+           LOOP, (('valid = self.evaluate(model, "valid")', 'valid = self.evaluate(model, "test")'),),
+           ("tests/test_protocol.py", "tests/test_training.py")),
+    Mutant("no_restore_best", "test metrics come from the last epoch's weights, not the best validation epoch's",
+           RUN, (("    model.load_state_dict(result.best_state)\n", "    pass  # mutant: no restore\n"),),
+           ("tests/test_protocol.py", "tests/test_training.py")),
+    Mutant("test_reports_validation", "the summary's test metrics are computed on the validation split",
+           RUN, (('trainer.evaluate(model, "test", per_user=True)', 'trainer.evaluate(model, "valid", per_user=True)'),),
+           ("tests/test_protocol.py", "tests/test_training.py")),
+    Mutant("best_state_aliased", "the best state is a view of the live weights (the last epoch's at the end)",
+           LOOP, (("best_state = clone_state(model)", "best_state = model.state_dict()"),),
+           ("tests/test_protocol.py", "tests/test_training.py")),
+    Mutant("eval_every_ignored", "every epoch is validated (and selectable) whatever --eval_every says",
+           LOOP, (("if (epoch + 1) % cfg.eval_every == 0 or last:", "if True:"),),
+           ("tests/test_protocol.py",)),
+    Mutant("valid_not_excluded_at_test", "validation items stay in the test ranking (they can be hits)",
+           "src/dslrec/evaluate/ranking.py",
+           (("return [dataset.train, dataset.valid]", "return [dataset.train]"),),
+           ("tests/test_metrics.py", "tests/test_protocol.py")),
+    Mutant("sampled_negatives_training_seed", "the sampled protocol's negatives follow the training seed",
+           RUN, (("sampled_negatives(dataset, s, 100, cfg.split_seed)", "sampled_negatives(dataset, s, 100, cfg.seed)"),),
+           ("tests/test_protocol.py",)),
+    Mutant("split_uses_training_seed", "random splits are seeded by --seed instead of --split_seed",
+           "src/dslrec/settings.py", (('kwargs = {"seed": cfg.split_seed,', 'kwargs = {"seed": cfg.seed,'),),
+           ("tests/test_protocol.py",)),
+    # --- the sparse engine's invariants -----------------------------------------------------------------
+    Mutant("budget_drift_per_tensor", "a DSL update grows one weight more than it pruned (per_tensor/global)",
+           DECISIONS, (("grown = select_largest(scores, ~survivors, k, generator, nonnegative=True)",
+                        "grown = select_largest(scores, ~survivors, k + 1, generator, nonnegative=True)"),),
+           ("tests/test_sparse_properties.py", "tests/test_sparse_engine.py")),
+    Mutant("budget_drift_per_row", "a per-row DSL update grows one weight more than it pruned in every row",
+           DECISIONS, (("grown = rows_select(scores.reshape(mask.shape), ~survivors, k, generator, largest=True)",
+                        "grown = rows_select(scores.reshape(mask.shape), ~survivors, k + 1, generator, largest=True)"),),
+           ("tests/test_sparse_properties.py", "tests/test_sparse_engine.py")),
+    Mutant("state_kept_on_mask_change", "pruned and newly grown weights keep their optimiser state",
+           STORAGE, (("targets = [p, *self.state_tensors(name)]", "targets = [p]"),),
+           ("tests/test_sparse_properties.py", "tests/test_sparse_engine.py")),
+    Mutant("state_kept_by_remask", "re-masking after a step zeroes inactive weights but not their optimiser state",
+           STORAGE, (("            for s in self.state_tensors(name):\n                s.mul_(scale)\n",
+                      "            for s in []:\n                s.mul_(scale)\n"),),
+           ("tests/test_sparse_properties.py", "tests/test_sparse_engine.py")),
+    Mutant("explore_until_ignored", "DSL keeps updating its masks after --explore_until",
+           "src/dslrec/sparse/schedule.py",
+           (("return t > 0 and t % delta_t == 0 and t < explore_until * total_steps",
+             "return t > 0 and t % delta_t == 0"),),
+           ("tests/test_methods_loop.py", "tests/test_sparse_engine.py", "tests/test_sparse_properties.py")),
+    # --- the methods through the training loop ----------------------------------------------------------
+    Mutant("best_before_target", "gmp/pep: an epoch counts as best before the target budget is reached",
+           LOOP, (('eligible = engine is None or getattr(engine, "at_target", lambda: True)()', "eligible = True"),),
+           ("tests/test_methods_loop.py",)),
+    Mutant("patience_ignores_settling", "DSL: early stopping counts before the update ratio has decayed to half",
+           LOOP, (("elif eligible and self.learning(best_metric, first_metric) and settled(engine):",
+                   "elif eligible and self.learning(best_metric, first_metric):"),),
+           ("tests/test_methods_loop.py",)),
+    Mutant("lth_no_rewind", "the lottery ticket keeps training from the previous round's weights (no rewind)",
+           "src/dslrec/training/methods.py",
+           (("                model.load_state_dict(rundir.load_weights(init_path))\n",
+             "                pass  # mutant: no rewind\n"),),
+           ("tests/test_methods_loop.py",)),
+    Mutant("oneshot_prunes_last_weights", "one-shot pruning prunes and fine-tunes the last dense weights, not the best",
+           "src/dslrec/training/methods.py",
+           (("        def prepare():\n            model.load_state_dict(phase.previous.best_state)\n",
+             "        def prepare():\n            pass  # mutant: no load of the best dense weights\n"),),
+           ("tests/test_methods_loop.py",)),
+    Mutant("resume_without_optimizer_state", "a resumed run starts its optimiser afresh",
+           LOOP, (('            optimizer.load_state_dict(resume["optimizer"])\n', "            pass  # mutant\n"),),
+           ("tests/test_methods_loop.py",)),
+    Mutant("resume_boundary_rng", "a run resumed between two phases starts the next one with a fresh random generator",
+           RUN, (('            torch.set_rng_state(checkpoint["torch_rng"])\n', "            pass  # mutant\n"),),
+           ("tests/test_methods_loop.py",)),
+    Mutant("cosine_lr_ignored", "--lr_schedule cosine trains at a constant learning rate",
+           LOOP, (('if cfg.lr_schedule == "cosine":', "if False:"),),
+           ("tests/test_methods_loop.py",)),
+    Mutant("adamw_is_adam", "--optimizer adamw builds Adam (L2 in the gradient, not decoupled)",
+           LOOP, (("return torch.optim.AdamW(params,", "return torch.optim.Adam(params,"),),
+           ("tests/test_methods_loop.py",)),
+    # --- export and serving -----------------------------------------------------------------------------
+    Mutant("export_no_seen_ignored", "dslrec export --no-seen still writes the training interactions",
+           "src/dslrec/export/commands.py",
+           (("export(args.run_dir, args.out, dtype=args.dtype, with_seen=args.with_seen)",
+             "export(args.run_dir, args.out, dtype=args.dtype, with_seen=True)"),),
+           ("tests/test_export.py",)),
+    Mutant("include_seen_ignored", "dslrec recommend --include-seen still leaves out the seen items",
+           "src/dslrec/export/commands.py",
+           (("exclude_seen=args.exclude_seen, unknown=args.unknown", "exclude_seen=True, unknown=args.unknown"),),
+           ("tests/test_export.py",)),
+]
+
+
+def repository_files(root: Path) -> list[str]:
+    """Tracked files and untracked files git does not ignore (new tests count before they are committed)."""
+    out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=root,
+                         capture_output=True, check=True)
+    return sorted({f for f in out.stdout.decode().split("\0") if f and (root / f).is_file()})
+
+
+def copy_repository(root: Path, dest: Path) -> None:
+    for rel in repository_files(root):
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / rel, target)
+
+
+def check_targets(root: Path, mutants: list[Mutant]) -> list[str]:
+    """Every old string must occur exactly once in its file: otherwise the code moved and the mutant rotted."""
+    problems = []
+    for m in mutants:
+        path = root / m.path
+        if not path.is_file():
+            problems.append(f"{m.name}: {m.path} does not exist")
+            continue
+        text = path.read_text()
+        for old, _ in m.replace:
+            n = text.count(old)
+            if n != 1:
+                problems.append(f"{m.name}: {m.path} contains the target {n} times (needs exactly 1): {old.strip()!r}")
+        for test in m.tests:
+            if not (root / test).is_file():
+                problems.append(f"{m.name}: test file {test} does not exist")
+    return problems
+
+
+def run_pytest(copy: Path, tests: list[str], timeout: float) -> tuple[int, str, float]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(copy / "src") + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    cmd = [sys.executable, "-m", "pytest", "-x", "-rf", "-p", "no:cacheprovider", "-W", "ignore", *tests]
+    t0 = time.perf_counter()
+    try:
+        done = subprocess.run(cmd, cwd=copy, env=env, capture_output=True, text=True, timeout=timeout)
+        rc, out = done.returncode, done.stdout + done.stderr
+    except subprocess.TimeoutExpired as e:
+        rc, out = -1, f"timed out after {timeout:.0f} s\n{(e.stdout or b'')[-2000:]!r}"
+    return rc, out, time.perf_counter() - t0
+
+
+def failed_tests(output: str) -> list[str]:
+    return re.findall(r"^FAILED (\S+)", output, flags=re.M)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--full", action="store_true", help="run the whole test suite against every mutant")
+    ap.add_argument("--only", help="comma-separated mutant names")
+    ap.add_argument("--list", action="store_true", help="list the mutants and exit")
+    ap.add_argument("--tests", help="comma-separated test files or node ids to run against every mutant instead of "
+                                    "its own list (e.g. to see whether one new test kills them)")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the run of the unmutated copy")
+    ap.add_argument("--timeout", type=float, default=900.0, help="seconds per test run (default 900)")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary copy (its path is printed)")
+    args = ap.parse_args(argv)
+
+    mutants = MUTANTS
+    if args.only:
+        wanted = [n.strip() for n in args.only.split(",") if n.strip()]
+        unknown = [n for n in wanted if n not in {m.name for m in MUTANTS}]
+        if unknown:
+            print(f"unknown mutant(s): {', '.join(unknown)}; see --list", file=sys.stderr)
+            return 2
+        mutants = [m for m in MUTANTS if m.name in wanted]
+    if args.list:
+        for m in mutants:
+            print(f"{m.name}: {m.what}\n  {m.path}")
+            for old, new in m.replace:
+                print(f"    - {old.strip()!r}\n    + {new.strip()!r}")
+            print(f"  tests: {'the whole suite' if args.full and not args.tests else args.tests or ' '.join(m.tests)}")
+        return 0
+
+    chosen = [t.strip() for t in args.tests.split(",") if t.strip()] if args.tests else None
+    problems = check_targets(ROOT, mutants)
+    if problems:
+        print("mutants out of date with the code (update their target strings):", file=sys.stderr)
+        for p in problems:
+            print(f"  {p}", file=sys.stderr)
+        return 2
+
+    tmp = Path(tempfile.mkdtemp(prefix="dslrec-mutants-"))
+    copy = tmp / "repo"
+    try:
+        copy_repository(ROOT, copy)
+        env = dict(os.environ, PYTHONPATH=str(copy / "src"))
+        where = subprocess.run([sys.executable, "-c", "import dslrec; print(dslrec.__file__)"], cwd=copy, env=env,
+                               capture_output=True, text=True).stdout.strip()
+        if not Path(where).resolve().is_relative_to(copy.resolve()):
+            print(f"the copy's dslrec is not the one imported ({where}); cannot test mutants", file=sys.stderr)
+            return 2
+        def files(m: Mutant) -> list[str]:
+            return chosen if chosen else ["tests"] if args.full else list(m.tests)
+
+        if not args.no_baseline:
+            union = sorted({t for m in mutants for t in files(m)})
+            rc, out, secs = run_pytest(copy, union, args.timeout)
+            print(f"baseline (unmutated copy, {' '.join(union)}): {'passed' if rc == 0 else 'FAILED'} in {secs:.0f} s",
+                  flush=True)
+            if rc != 0:
+                print(out[-3000:], file=sys.stderr)
+                print("the unmutated copy fails its tests: mutants cannot be judged", file=sys.stderr)
+                return 2
+
+        rows = []
+        for m in mutants:
+            path = copy / m.path
+            original = path.read_text()
+            text = original
+            for old, new in m.replace:
+                text = text.replace(old, new, 1)
+            path.write_text(text)
+            try:
+                rc, out, secs = run_pytest(copy, files(m), args.timeout)
+            finally:
+                path.write_text(original)
+            verdict = {0: "MISSED", 1: "caught"}.get(rc, "ERROR")
+            by = failed_tests(out)
+            note = by[0] if by else ("" if rc == 0 else out.strip().splitlines()[-1][:120] if out.strip() else "")
+            rows.append((m, verdict, secs, note))
+            print(f"  {m.name}: {verdict} ({secs:.0f} s) {note}", flush=True)
+            if verdict == "ERROR":
+                print(out[-2000:], file=sys.stderr)
+    finally:
+        if args.keep:
+            print(f"copy kept in {copy}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    print()
+    print("| mutant | breakage | file | result | caught by (first failing test) | s |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for m, verdict, secs, note in rows:
+        print(f"| {m.name} | {m.what} | {m.path.removeprefix('src/dslrec/')} | {verdict} | {note} | {secs:.0f} |")
+    missed = [m.name for m, v, _, _ in rows if v != "caught"]
+    print(f"\n{len(rows) - len(missed)} of {len(rows)} mutants caught"
+          + (f"; not caught: {', '.join(missed)}" if missed else ""))
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
