@@ -52,6 +52,7 @@ class Mutant:
 LOOP = "src/dslrec/training/loop.py"
 RUN = "src/dslrec/training/run.py"
 STORAGE = "src/dslrec/sparse/storage.py"
+COMPACT = "src/dslrec/sparse/compact.py"
 DECISIONS = "src/dslrec/sparse/decisions.py"
 
 MUTANTS = [
@@ -83,12 +84,12 @@ MUTANTS = [
            ("tests/test_protocol.py",)),
     # --- the sparse engine's invariants -----------------------------------------------------------------
     Mutant("budget_drift_per_tensor", "a DSL update grows one weight more than it pruned (per_tensor/global)",
-           DECISIONS, (("grown = select_largest(scores, ~survivors, k, generator, nonnegative=True)",
-                        "grown = select_largest(scores, ~survivors, k + 1, generator, nonnegative=True)"),),
+           DECISIONS, (("grown = grow_positions(n, k, survivors, cand_pos, cand_score, generator, unseen)",
+                        "grown = grow_positions(n, k + 1, survivors, cand_pos, cand_score, generator, unseen)"),),
            ("tests/test_sparse_properties.py", "tests/test_sparse_engine.py")),
     Mutant("budget_drift_per_row", "a per-row DSL update grows one weight more than it pruned in every row",
-           DECISIONS, (("grown = rows_select(scores.reshape(mask.shape), ~survivors, k, generator, largest=True)",
-                        "grown = rows_select(scores.reshape(mask.shape), ~survivors, k + 1, generator, largest=True)"),),
+           DECISIONS, (("slots = _floyd_slots(free, k[cold], generator)",
+                        "slots = _floyd_slots(free, k[cold] + 1, generator)"),),
            ("tests/test_sparse_properties.py", "tests/test_sparse_engine.py")),
     Mutant("state_kept_on_mask_change", "pruned and newly grown weights keep their optimiser state",
            STORAGE, (("targets = [p, *self.state_tensors(name)]", "targets = [p]"),),
@@ -97,6 +98,19 @@ MUTANTS = [
            STORAGE, (("            for s in self.state_tensors(name):\n                s.mul_(scale)\n",
                       "            for s in []:\n                s.mul_(scale)\n"),),
            ("tests/test_sparse_properties.py", "tests/test_sparse_engine.py")),
+    Mutant("compact_state_not_rekeyed", "compact storage keeps each index's optimiser state when the positions "
+           "behind the indices change (per_tensor/global updates)",
+           COMPACT, (("        if positions.numel() == old.numel():\n            for t in [values, *self.state_tensors(name)]:",
+                      "        if positions.numel() == old.numel():\n            for t in [values]:"),),
+           ("tests/test_compact.py",)),
+    Mutant("compact_rows_state_not_rekeyed", "compact storage keeps each index's optimiser state in per-row updates",
+           COMPACT, (("        for t in [self.values(name), *self.state_tensors(name)]:\n            rows = t.view(-1, width)",
+                      "        for t in [self.values(name)]:\n            rows = t.view(-1, width)"),),
+           ("tests/test_compact.py",)),
+    Mutant("compact_grows_blind", "compact storage records no gradient for growth (rows looked up are not kept)",
+           COMPACT, (("            out.register_hook(lambda g: self.recorded.append((flat_idx, g.detach())))",
+                      "            pass"),),
+           ("tests/test_compact.py",)),
     Mutant("explore_until_ignored", "DSL keeps updating its masks after --explore_until",
            "src/dslrec/sparse/schedule.py",
            (("return t > 0 and t % delta_t == 0 and t < explore_until * total_steps",
