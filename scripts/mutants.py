@@ -77,7 +77,8 @@ MUTANTS = [
            (("return [dataset.train, dataset.valid]", "return [dataset.train]"),),
            ("tests/test_metrics.py", "tests/test_protocol.py")),
     Mutant("sampled_negatives_training_seed", "the sampled protocol's negatives follow the training seed",
-           RUN, (("sampled_negatives(dataset, s, 100, cfg.split_seed)", "sampled_negatives(dataset, s, 100, cfg.seed)"),),
+           RUN, (("sampled_negatives(dataset, s, 100, cfg.split_seed, sample)",
+                  "sampled_negatives(dataset, s, 100, cfg.seed, sample)"),),
            ("tests/test_protocol.py",)),
     Mutant("split_uses_training_seed", "random splits are seeded by --seed instead of --split_seed",
            "src/dslrec/settings.py", (('kwargs = {"seed": cfg.split_seed,', 'kwargs = {"seed": cfg.seed,'),),
@@ -144,7 +145,7 @@ MUTANTS = [
            LOOP, (('if cfg.lr_schedule == "cosine":', "if False:"),),
            ("tests/test_methods_loop.py",)),
     Mutant("adamw_is_adam", "--optimizer adamw builds Adam (L2 in the gradient, not decoupled)",
-           LOOP, (("return torch.optim.AdamW(params,", "return torch.optim.Adam(params,"),),
+           "src/dslrec/training/optim.py", (("return torch.optim.AdamW(params,", "return torch.optim.Adam(params,"),),
            ("tests/test_methods_loop.py",)),
     # --- export and serving -----------------------------------------------------------------------------
     Mutant("export_no_seen_ignored", "dslrec export --no-seen still writes the training interactions",

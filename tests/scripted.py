@@ -50,7 +50,7 @@ def scripted_run(monkeypatch, dataset, out: Path, valid: list[float], test: list
         epoch_of[fingerprint(self.model)] = self.global_epoch  # epochs finished before this one
         return loss
 
-    def scripted_evaluator(cfg, data):
+    def scripted_evaluator(cfg, data, sample=None):
         def evaluate_(model, split, per_user=False):
             e = epoch_of[fingerprint(model)]
             calls.append((split, e + 1))
@@ -62,7 +62,7 @@ def scripted_run(monkeypatch, dataset, out: Path, valid: list[float], test: list
     monkeypatch.setattr(Trainer, "train_epoch", train_epoch)
     monkeypatch.setattr(run_module, "make_evaluator", scripted_evaluator)
     monkeypatch.setattr(run_module, "popularity_metrics",
-                        lambda cfg, ds: {s: {cfg.metric: popularity} for s in ("valid", "test")})
+                        lambda cfg, ds, users=None: {s: {cfg.metric: popularity} for s in ("valid", "test")})
     monkeypatch.setattr(run_module, "group_breakdown", lambda *a, **k: {})
     settings = dict(dict(model="mf", dim=8, batch_size=1024, patience=0), **settings)
     summary = dslrec.train(settings, dataset=dataset, out=out, progress=False)

@@ -132,11 +132,11 @@ def capture_phase_starts(monkeypatch) -> dict[int, dict]:
     starts: dict[int, dict] = {}
     real = Trainer.train_epoch
 
-    def train_epoch(self, phase, epoch, optimizer, schedule_, engine):
+    def train_epoch(self, phase, epoch, optimizer, schedule_, engine, *args, **kwargs):
         if epoch == 0:
             starts[phase] = {"state": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
                              "masks": {k: m.clone() for k, m in engine.masks.items()} if engine else None}
-        return real(self, phase, epoch, optimizer, schedule_, engine)
+        return real(self, phase, epoch, optimizer, schedule_, engine, *args, **kwargs)
 
     monkeypatch.setattr(Trainer, "train_epoch", train_epoch)
     return starts
