@@ -151,7 +151,7 @@ def main() -> None:
     modes = result["modes"]
     base, lazy = modes.get("dense"), modes.get("dense_sparse")
     print()
-    print(f"| mode | peak RSS | x dense | ms/step | x dense | first mask update | tensors | x dense |")
+    print("| mode | peak RSS | x dense | ms/step | x dense | first mask update | tensors | x dense |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, row in modes.items():
         ratio = (lambda k: f"{row[k] / base[k]:.3f}x" if base else "-")

@@ -50,7 +50,7 @@ from dslrec.sparse.masks import budget, initial_positions, positions_to_masks
 from dslrec.sparse.params import sparsifiable_parameters
 from dslrec.sparse.policies import make_policy
 from dslrec.sparse.storage import MaskedDenseStorage, WeightStorage, row_shape, zero_preserving
-from dslrec.sparse.tracking import EverActive, RowSignal
+from dslrec.sparse.tracking import EverActive
 
 
 class SparseEngine:
@@ -94,7 +94,7 @@ class SparseEngine:
         self.t = 0
         self.n_updates = 0
         self.last_zeta: float | None = None
-        self.signal: dict[str, RowSignal] = {}
+        self.signal: dict[str, Any] = {}  # RowSignal (compact) or DenseSignal (masked), per tensor
         self._moved_since = {n: 0 for n in self.names}
         self._moved_last = {n: 0 for n in self.names}
         self._updates_since = 0
@@ -300,11 +300,13 @@ class SparseEngine:
             moved = sd.get(f"moved/{n}")
             self._moved_since[n], self._moved_last[n] = (int(moved[0]), int(moved[1])) if moved is not None else (0, 0)
             if f"signal/{n}/rows" in sd:
-                self._new_signal(n).load(sd[f"signal/{n}/rows"], sd[f"signal/{n}/block"])
+                self._new_signal(n).load(sd[f"signal/{n}/rows"], sd[f"signal/{n}/block"],
+                                         row_shape(self.shapes[n])[0])
             elif f"signal/{n}" in sd:  # a dense signal (checkpoints before the per-row form)
                 from dslrec.sparse.storage import rows_of_block
 
-                self._new_signal(n).load(*rows_of_block(decisions.as_rows(torch.as_tensor(sd[f"signal/{n}"]))))
+                self._new_signal(n).load(*rows_of_block(decisions.as_rows(torch.as_tensor(sd[f"signal/{n}"]))),
+                                         row_shape(self.shapes[n])[0])
         self.policy.load_state_dict(self, sd)
         self.budgets = [sum(self.storage.count(n) for n in scope) for scope in self.scopes]
         self._force_full = True
@@ -347,20 +349,17 @@ class SparseEngine:
             self.ever[name].add_mask(mask)
 
     # --- internals --------------------------------------------------------------------
-    def _new_signal(self, name: str) -> RowSignal:
+    def _new_signal(self, name: str):
         beta = self.cfg.grow_momentum if self.cfg.grow == "momentum" else None
-        self.signal[name] = RowSignal(row_shape(self.shapes[name])[1], beta)
+        self.signal[name] = self.storage.new_signal(name, beta)
         return self.signal[name]
 
     @torch.no_grad()
     def _accumulate(self) -> None:
         """Fold this step's gradient into the grow signal (sum, or exponential average), per row."""
         for n in self.names:
-            got = self.grad_rows(n)
-            if got is None:
-                continue
             signal = self.signal.get(n) or self._new_signal(n)
-            signal.add(*got)
+            self.storage.accumulate(n, signal, self.grad_rows)
 
     def _check_masks(self, masks: dict[str, Tensor], params) -> dict[str, Tensor]:
         missing = [n for n in self.names if n not in masks]

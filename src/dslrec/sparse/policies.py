@@ -133,7 +133,6 @@ class DSL(Policy):
 
     @torch.no_grad()
     def update(self, engine) -> None:
-        cfg = self.cfg
         zeta = engine.zeta()
         for i, scope in enumerate(engine.scopes):
             if engine.per_row:

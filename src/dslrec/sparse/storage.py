@@ -111,6 +111,18 @@ class WeightStorage(ABC):
         """New active positions from a dense bool mask."""
         return self.set_active(name, flat_nonzero(mask.reshape(-1)).to(mask.device))
 
+    def new_signal(self, name: str, beta: float | None):
+        """An empty growth signal (accumulated/momentum) suited to this storage."""
+        from dslrec.sparse.tracking import RowSignal
+
+        return RowSignal(row_shape(self.shapes[name])[1], beta)
+
+    def accumulate(self, name: str, signal, grad_rows) -> None:
+        """Fold this step's gradient into ``signal``; ``grad_rows(name)`` is the engine's per-row view."""
+        got = grad_rows(name)
+        if got is not None:
+            signal.add(*got)
+
     def record_grads(self, on: bool) -> None:
         """Whether the next forward/backward must keep gradients at inactive positions (compact
         storage records them only when the engine asks; masked storage always has them)."""
@@ -203,6 +215,16 @@ class MaskedDenseStorage(WeightStorage):
 
     def mask(self, name: str) -> Tensor:
         return self.masks[name]
+
+    def new_signal(self, name: str, beta: float | None):
+        from dslrec.sparse.tracking import DenseSignal
+
+        return DenseSignal(row_shape(self.shapes[name])[1], beta)
+
+    def accumulate(self, name: str, signal, grad_rows) -> None:
+        g = self.grad(name)
+        if g is not None:
+            signal.add_dense(g)
 
     def dense(self, name: str) -> Tensor:
         return self.weight(name)

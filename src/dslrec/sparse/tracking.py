@@ -113,6 +113,40 @@ class RowSignal:
         rows, block = self.get()
         return {f"{prefix}/rows": rows.cpu().clone(), f"{prefix}/block": block.cpu().clone()}
 
-    def load(self, rows: Tensor, block: Tensor) -> None:
+    def load(self, rows: Tensor, block: Tensor, n_rows: int | None = None) -> None:
         self.rows, self.block = torch.as_tensor(rows), torch.as_tensor(block).float()
         self.pending, self._pending_rows, self.steps, self.merged_at = [], 0, 0, 0
+
+
+class DenseSignal:
+    """The growth signal of masked storage: a dense tensor beside the dense gradient it sums (one
+    ``add_`` a step; the per-row form would cost a pass to find the touched rows). Read per row, like
+    ``RowSignal``, so the decisions see the same thing from either storage."""
+
+    def __init__(self, n_cols: int, beta: float | None = None):
+        self.n_cols, self.beta = n_cols, beta
+        self.total: Tensor | None = None
+
+    def add_dense(self, grad: Tensor) -> None:
+        g = grad.reshape(-1, self.n_cols)
+        if self.total is None:
+            self.total = torch.zeros_like(g, dtype=torch.float32)
+        if self.beta is None:
+            self.total.add_(g)
+        else:
+            self.total.mul_(self.beta).add_(g, alpha=1.0 - self.beta)
+
+    def get(self) -> tuple[Tensor, Tensor]:
+        from dslrec.sparse.storage import rows_of_block
+
+        if self.total is None:
+            return torch.empty(0, dtype=torch.int64), torch.zeros((0, self.n_cols))
+        return rows_of_block(self.total)
+
+    def state(self, prefix: str) -> dict[str, Tensor]:
+        rows, block = self.get()
+        return {f"{prefix}/rows": rows.cpu().clone(), f"{prefix}/block": block.cpu().clone()}
+
+    def load(self, rows: Tensor, block: Tensor, n_rows: int) -> None:
+        self.total = torch.zeros((n_rows, self.n_cols))
+        self.total[torch.as_tensor(rows)] = torch.as_tensor(block).float()
