@@ -22,14 +22,13 @@ from typing import Any
 import yaml
 
 from dslrec.errors import DslrecError
-from dslrec.sparse.config import SPARSE_KEYS, SparseSettings
+from dslrec.sparse.config import COMPACT_METHODS, SPARSE_KEYS, SparseSettings
 
 # The default exploration interval, in epochs (see README, Results: how it was picked).
 DELTA_T_EPOCHS = 1.0
 
 METHODS = ("dense", "dsl", "static", "gmp", "oneshot", "lth", "pep")
 OPTIMIZERS = ("adam", "adamw", "sgd", "sparse_adam")
-COMPACT_METHODS = ("dsl", "static")  # the methods whose weights are sparse from the first step
 
 
 @dataclass

@@ -28,10 +28,14 @@ import csv
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from dslrec.errors import DslrecError, warn
+
+if TYPE_CHECKING:  # pandas is imported only when a table is read
+    import pandas as pd
 
 TRAIN, VALID, TEST = 0, 1, 2  # values of InteractionLog.split
 FORMATS = ("lightgcn", "lines", "inter", "csv", "citeulike")

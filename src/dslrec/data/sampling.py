@@ -142,6 +142,13 @@ def _shuffled(rng: np.random.Generator, n: int) -> np.ndarray:
     return order
 
 
+def _chunk_rows(chunk: int | None) -> int:
+    chunk = CHUNK_ROWS if chunk is None else chunk
+    if chunk < 1:
+        raise DslrecError(f"chunk must be >= 1, got {chunk}")
+    return chunk
+
+
 def pairwise_chunks(
     dataset: Dataset, rng: np.random.Generator, chunk: int | None = None, *, per_user: bool = False
 ) -> Iterator[dict[str, np.ndarray]]:
@@ -152,9 +159,7 @@ def pairwise_chunks(
     ``per_user=True`` (LightGCN's original sampler): as many draws as interactions, each a
     uniform trained user, a uniform positive of that user and a negative.
     """
-    chunk = CHUNK_ROWS if chunk is None else chunk
-    if chunk < 1:
-        raise DslrecError(f"chunk must be >= 1, got {chunk}")
+    chunk = _chunk_rows(chunk)
     m = dataset.train
     indptr = m.indptr.astype(np.int64, copy=False)
     keys = pair_keys(m)
@@ -191,9 +196,7 @@ def pointwise_chunks(
     chunk is made), in an order shuffled up front. {"users", "items"} int64, {"labels"} float32."""
     if n_neg < 0:
         raise DslrecError(f"n_neg must be >= 0, got {n_neg}; use e.g. 4 negatives per positive")
-    chunk = CHUNK_ROWS if chunk is None else chunk
-    if chunk < 1:
-        raise DslrecError(f"chunk must be >= 1, got {chunk}")
+    chunk = _chunk_rows(chunk)
     m = dataset.train
     indptr = m.indptr.astype(np.int64, copy=False)
     keys = pair_keys(m)

@@ -18,6 +18,7 @@ SCHEDULES = ("cosine", "linear", "constant")
 PEP_GRANULARITIES = ("feature_dimension", "feature", "dimension", "global")
 REMASKS = ("auto", "full")
 STORAGES = ("masked", "compact")
+COMPACT_METHODS = ("dsl", "static")  # the methods whose weights are sparse from the first step
 
 
 @dataclass

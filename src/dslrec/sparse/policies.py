@@ -23,6 +23,7 @@ from torch import Tensor
 
 from dslrec.errors import DslrecError
 from dslrec.sparse import decisions, schedule
+from dslrec.sparse.config import COMPACT_METHODS
 from dslrec.sparse.masks import budget
 from dslrec.sparse.storage import row_shape
 
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
     from dslrec.sparse.config import SparseConfig
     from dslrec.sparse.engine import SparseEngine
 
-COMPACT_METHODS = ("dsl", "static")
 
 
 class Policy:
