@@ -270,6 +270,46 @@ def test_topk_ordered_is_a_stable_sort(rows, cols, k, chunk, data):
         assert v[r].tolist() == [vals[r * cols + i] for i in expected]
 
 
+@settings(max_examples=80, deadline=None)
+@given(
+    rows=st.integers(1, 4),
+    cols=st.integers(1, 60),
+    k=st.integers(1, 12),
+    block=st.integers(1, 70),
+    data=st.data(),
+)
+def test_block_kernel_equals_one_stable_sort(rows, cols, k, block, data):
+    """rank_batch over blocks of any size = one stable sort of the whole row, with NaN / -inf model
+    scores as the lowest finite value and excluded pairs last (returned as -inf)."""
+    from dslrec.evaluate.ranking import rank_batch
+
+    vals = data.draw(st.lists(st.sampled_from([-2.0, 0.0, 1.0, 2.0, float("nan"), float("-inf")]),
+                              min_size=rows * cols, max_size=rows * cols))
+    s = torch.tensor(vals, dtype=torch.float32).view(rows, cols)
+    excl = data.draw(st.lists(st.tuples(st.integers(0, rows - 1), st.integers(0, cols - 1)), max_size=rows * cols))
+    excl = sorted(set(excl))
+    pairs = (np.array([r for r, _ in excl], dtype=np.int64), np.array([c for _, c in excl], dtype=np.int64))
+    calls = []
+
+    def block_scores(picked, start, stop):
+        calls.append((start, stop))
+        out = s[:, start:stop].clone()
+        return out if picked is None else out[picked]
+
+    v, idx = rank_batch(block_scores, rows, cols, k, pairs, block=block)
+    assert {c for c in calls} <= {(a, min(a + block, cols)) for a in range(0, cols, block)}
+    low = torch.finfo(torch.float32).min
+    banned = set(excl)
+    for r in range(rows):
+        key = lambda i: ((r, i) in banned, -(low if math.isnan(vals[r * cols + i]) or vals[r * cols + i] == float("-inf")
+                                           else vals[r * cols + i]), i)  # noqa: E731
+        expected = sorted(range(cols), key=key)[: min(k, cols)]
+        assert idx[r].tolist() == expected
+        got = v[r].tolist()
+        for j, i in enumerate(expected):
+            assert got[j] == (float("-inf") if (r, i) in banned else -key(i)[1])
+
+
 # ---------------------------------------------------------------- sampled protocol
 
 

@@ -158,14 +158,10 @@ def own_scores(scores: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     return scores
 
 
-def exclude_(scores: torch.Tensor, splits: Sequence, users: np.ndarray) -> None:
-    """Set the scores of the users' items in ``splits`` to -inf, in place."""
-    for m in splits:
-        rows, cols, _ = csr_rows(m, users)
-        if len(rows):
-            dev = scores.device
-            idx = (torch.from_numpy(rows).to(dev), torch.from_numpy(cols).to(dev))
-            scores.index_put_(idx, torch.tensor(float("-inf"), device=dev, dtype=scores.dtype))
+def excluded_pairs(splits: Sequence, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(batch row, item) of the users' items in ``splits``: the pairs never ranked."""
+    parts = [csr_rows(m, users)[:2] for m in splits]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 def top_values(
@@ -253,13 +249,77 @@ def topk_ordered(
     return order_top(vals, idx)
 
 
-def clean_scores(scorer: Scorer, users: np.ndarray, splits, n_items: int, device) -> torch.Tensor:
-    """Scores of ``users`` with NaN / -inf clamped to the lowest finite value, then exclusions at -inf."""
-    scores = own_scores(scorer(torch.from_numpy(users).to(device)), (len(users), n_items))
-    info = torch.finfo(scores.dtype)
-    scores = scores.nan_to_num_(nan=info.min, posinf=float("inf"), neginf=info.min)
-    exclude_(scores, splits, users)
-    return scores
+def merge_top(vals: torch.Tensor, items: torch.Tensor, more_vals: torch.Tensor, more_items: torch.Tensor,
+              k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The top ``k`` of two ordered top lists whose second holds only higher item indices.
+
+    Both are ordered by score descending, then index ascending; a stable sort by
+    score of their concatenation keeps that order (at equal scores the first
+    list's, lower-indexed, items come first), so no index sort is needed.
+    """
+    v = torch.cat([vals, more_vals], dim=1)
+    i = torch.cat([items, more_items], dim=1)
+    v, perm = torch.sort(v, dim=1, descending=True, stable=True)
+    return v[:, :k].contiguous(), torch.gather(i, 1, perm[:, :k])
+
+
+def _exclude_block(scores: torch.Tensor, rows: np.ndarray, cols: np.ndarray) -> None:
+    if len(rows):
+        dev = scores.device
+        idx = (torch.from_numpy(rows).to(dev), torch.from_numpy(cols).to(dev))
+        scores.index_put_(idx, torch.tensor(float("-inf"), device=dev, dtype=scores.dtype))
+
+
+def rank_batch(
+    block_scores: Callable[[torch.Tensor | None, int, int], torch.Tensor],
+    n_users: int,
+    n_items: int,
+    k: int,
+    excluded: tuple[np.ndarray, np.ndarray] | None = None,
+    block: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(values, items) of the top ``k`` items of a batch of ``n_users`` users: the ranking
+    kernel shared by evaluation and serving.
+
+    ``block_scores(rows, start, stop)`` gives the raw model scores of items
+    ``start..stop-1`` for the batch (``rows`` None: ``(n_users, stop - start)``) or
+    for some of its rows (a LongTensor of batch rows); the catalogue is scored in
+    blocks of ``block`` items (default: all at once), each block's top ``k`` merged
+    into a running top list, so memory follows the block, not the catalogue.
+    ``excluded``: (batch row, item) pairs set to -inf, never ranked (no dense mask).
+    Order: score descending, then item index ascending; NaN / -inf model scores rank
+    as the lowest finite score, after every candidate and before excluded items
+    (which come back with value -inf; callers treat those as no item).
+    """
+    k = min(k, n_items)
+    block = min(block or n_items, n_items)
+    rows = cols = np.zeros(0, dtype=np.int64)
+    if excluded is not None:
+        order = np.argsort(excluded[1], kind="stable")  # by item, so each block's pairs are one slice
+        rows, cols = excluded[0][order], excluded[1][order]
+    vals = items = None
+    for start in range(0, n_items, block):
+        stop = min(start + block, n_items)
+        lo, hi = np.searchsorted(cols, [start, stop])
+        b_rows, b_cols = rows[lo:hi], cols[lo:hi] - start
+        scores = own_scores(block_scores(None, start, stop), (n_users, stop - start))
+        _exclude_block(scores, b_rows, b_cols)
+
+        def rescore(picked: torch.Tensor, start=start, stop=stop, b_rows=b_rows, b_cols=b_cols) -> torch.Tensor:
+            # the rare rows with ties at the cut, NaN or -inf: scored again, cleaned, excluded
+            sub = own_scores(block_scores(picked, start, stop), (len(picked), stop - start))
+            info = torch.finfo(sub.dtype)
+            sub = sub.nan_to_num_(nan=info.min, posinf=float("inf"), neginf=info.min)
+            where = np.full(n_users, -1, dtype=np.int64)
+            where[picked.cpu().numpy()] = np.arange(len(picked))
+            keep = where[b_rows] >= 0
+            _exclude_block(sub, where[b_rows[keep]], b_cols[keep])
+            return sub
+
+        v, i = topk_ordered(scores, min(k, stop - start), rescore)
+        i = i + start
+        vals, items = (v, i) if vals is None else merge_top(vals, items, v, i, k)
+    return vals, items
 
 
 def target_hits(target, users: np.ndarray, items: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -316,13 +376,11 @@ def rank_users(
     with torch.no_grad():
         for start in range(0, len(users), batch_size):
             u = users[start : start + batch_size]
-            scores = own_scores(scorer(torch.from_numpy(u).to(device)), (len(u), n_items))
-            exclude_(scores, splits, u)
+            users_t = torch.from_numpy(u).to(device)
+            def block_scores(rows, start, stop, users_t=users_t):  # the whole catalogue at once
+                return scorer(users_t if rows is None else users_t[rows.to(users_t.device)])
 
-            def rescore(rows: torch.Tensor, u=u) -> torch.Tensor:
-                return clean_scores(scorer, u[rows.cpu().numpy()], splits, n_items, device)
-
-            vals, items = topk_ordered(scores, max_k, rescore)
+            vals, items = rank_batch(block_scores, len(u), n_items, max_k, excluded_pairs(splits, u))
             hits = target_hits(target, u, items, vals > float("-inf"))
             n_target = torch.from_numpy(n_target_all[u]).to(hits.device)
             for key, v in rank_metrics(hits, n_target, ks, metrics).items():
