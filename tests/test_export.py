@@ -8,6 +8,7 @@ import struct
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -154,24 +155,65 @@ def test_weights_section_is_small_against_the_dense_checkpoint(big_run, tmp_path
     cost = cost_of_run(big_run)
     assert cost["parameters"]["compact_bytes_float32"] == f32["sizes"]["weights"]
     assert cost["parameters"]["compact_bytes_float16"] == f16["sizes"]["weights"]
+    # 64 columns at density 0.2: a bitmap (8 bytes a row) is cheaper than uint8 indices (12.8 + 1)
     compact = load(tmp_path / "f32.dslrec")
-    assert compact.tensors["w/user.weight/indices"].dtype == torch.uint8  # 64 columns
-    assert compact.tensors["w/user.weight/row_counts"].dtype == torch.uint8
+    assert compact.tensors["w/user.weight/bitmap"].shape == (2000, 8)
+    assert "w/user.weight/indices" not in compact.tensors and "w/user.weight/row_counts" not in compact.tensors
+    # int8: one byte a value, a float32 scale a row
+    q = export(big_run, tmp_path / "q.dslrec", dtype="int8")
+    assert q["sizes"]["weights"] <= 0.15 * dense
+    assert cost["parameters"]["compact_bytes_int8"] == q["sizes"]["weights"]
+    assert load(tmp_path / "q.dslrec").tensors["w/item.weight/scales"].shape == (1000,)
+    # the whole float32 file (training items included) against the dense checkpoint plus the same items
+    assert f32["sizes"]["file"] <= 0.3 * (dense + f32["sizes"]["seen"])
 
 
-def test_sliced_sparse_product_equals_one_product(runs, small, tmp_path, monkeypatch):
-    from dslrec.export import recommender
+def test_positions_take_the_cheaper_form_and_round_trip(tmp_path):
+    """Column indices at low density, a bitmap at high density; both give back the exact mask and
+    weights, and the seen section's gaps give back every training item."""
+    from dslrec.export.compact import encode_csr
 
-    path = tmp_path / "mf.dslrec"
-    export(runs["mf"], path, dataset=small)
-    rec = Recommender.load(path)
-    whole = rec.recommend(small.user_ids, k=K)
-    monkeypatch.setattr(recommender._Sparse, "SUB", 7)  # 120 users: 18 slices, the last one short
-    sliced = rec.recommend(small.user_ids, k=K)
-    assert np.array_equal(sliced.items, whole.items)
-    np.testing.assert_allclose(sliced.scores, whole.scores, rtol=1e-6)
-    x = np.random.default_rng(0).standard_normal((10, 64)).astype(np.float32)
-    np.testing.assert_allclose(rec.scorer.item.times_t(x), x @ rec.scorer.item.m.toarray().T, rtol=1e-5, atol=1e-6)
+    rng = np.random.default_rng(0)
+    w = torch.randn(50, 64)
+    for density, form in ((0.05, "indices"), (0.5, "bitmap")):
+        mask = torch.from_numpy(rng.random((50, 64)) < density)
+        mask[7] = False  # an empty row
+        parts = encode_csr(w, mask, "float32")
+        assert form in parts and ({"indices", "bitmap"} - {form}).isdisjoint(parts)
+        d = synthetic_dataset(n_users=50, n_items=64, seed=1)
+        path = tmp_path / f"{form}.dslrec"
+        write_compact(path, backbone="mf", model_config={}, state={"user.weight": w, "item.weight": w},
+                      masks={"user.weight": mask}, dataset=d)
+        c = load(path)
+        assert np.array_equal(c.mask("user.weight"), mask.numpy())
+        assert np.array_equal(c.dense("user.weight"), (w * mask).numpy())
+        got = c.seen()
+        assert (got != sp.csr_matrix(d.train != 0)).nnz == 0
+        rows = torch.tensor([7, 3, 3, 49])
+        assert torch.equal(c.rows("user.weight").dense(rows), (w * mask)[rows])
+
+
+@pytest.mark.parametrize("name", ["mf", "neumf", "multvae"])
+def test_scoring_in_blocks_equals_one_product(name, runs, small, tmp_path, monkeypatch):
+    """A tiny score budget (many item blocks, many batches of users, tables widened a few rows at a
+    time) gives the same lists as one block for everyone."""
+    from dslrec.evaluate import ranking
+    from dslrec.export import rows
+
+    path = tmp_path / f"{name}.dslrec"
+    export(runs[name], path, dataset=small)
+    whole = Recommender.load(path).recommend(small.user_ids, k=K)
+    monkeypatch.setattr(rows, "BLOCK_ELEMENTS", 100)
+    monkeypatch.setattr(ranking, "MIN_BLOCK", 13)
+    assert ranking.plan_blocks(small.n_users, small.n_items, 4 * 7 * 13) == (7, 13)
+    tiny = Recommender(load(path), score_bytes=4 * 7 * 13)  # 7 users x 13 items
+    blocked = tiny.recommend(small.user_ids, k=K, batch_size=None)
+    assert np.array_equal(blocked.items, whole.items)
+    np.testing.assert_allclose(blocked.scores, whole.scores, rtol=1e-5, atol=1e-6)
+    x = torch.randn(10, 64)
+    item = load(path).rows("item.weight" if name == "mf" else "gmf_item.weight" if name == "neumf" else "decoder_out.weight")
+    dense = item.block(0, item.shape[0])
+    torch.testing.assert_close(item.times_t(x[:, : item.shape[1]]), x[:, : item.shape[1]] @ dense.T)
 
 
 # --- damaged and foreign files ----------------------------------------------------

@@ -276,9 +276,10 @@ def test_topk_ordered_is_a_stable_sort(rows, cols, k, chunk, data):
     cols=st.integers(1, 60),
     k=st.integers(1, 12),
     block=st.integers(1, 70),
+    batch=st.integers(1, 5),
     data=st.data(),
 )
-def test_block_kernel_equals_one_stable_sort(rows, cols, k, block, data):
+def test_block_kernel_equals_one_stable_sort(rows, cols, k, block, batch, data):
     """rank_batch over blocks of any size = one stable sort of the whole row, with NaN / -inf model
     scores as the lowest finite value and excluded pairs last (returned as -inf)."""
     from dslrec.evaluate.ranking import rank_batch
@@ -296,13 +297,15 @@ def test_block_kernel_equals_one_stable_sort(rows, cols, k, block, data):
         out = s[:, start:stop].clone()
         return out if picked is None else out[picked]
 
-    v, idx = rank_batch(block_scores, rows, cols, k, pairs, block=block)
+    v, idx = rank_batch(block_scores, rows, cols, k, pairs, block=block, batch=batch)
     assert {c for c in calls} <= {(a, min(a + block, cols)) for a in range(0, cols, block)}
     low = torch.finfo(torch.float32).min
     banned = set(excl)
     for r in range(rows):
-        key = lambda i: ((r, i) in banned, -(low if math.isnan(vals[r * cols + i]) or vals[r * cols + i] == float("-inf")
-                                           else vals[r * cols + i]), i)  # noqa: E731
+        def key(i, r=r):  # excluded last, by index; NaN / -inf as the lowest finite score
+            x = vals[r * cols + i]
+            return ((r, i) in banned, 0.0 if (r, i) in banned else -(low if math.isnan(x) or x == float("-inf") else x), i)
+
         expected = sorted(range(cols), key=key)[: min(k, cols)]
         assert idx[r].tolist() == expected
         got = v[r].tolist()

@@ -47,6 +47,54 @@ def encode_matrix(m: sp.csr_matrix) -> dict[str, torch.Tensor]:
     }
 
 
+def encode_sorted_rows(m: sp.csr_matrix) -> dict[str, torch.Tensor]:
+    """A binary CSR matrix as per-row gaps between its sorted column indices (the first entry of a
+    row: its column), in the smallest unsigned type that makes the whole cheapest: gaps that do not
+    fit are stored as that type's largest value and listed in full in ``exceptions`` (patched
+    frame of reference). ``row_counts`` as in ``encode_matrix``."""
+    m = sp.csr_matrix(m)
+    m.sort_indices()
+    counts = np.diff(m.indptr)
+    cols = m.indices.astype(np.int64)
+    gaps = cols.copy()
+    gaps[1:] -= cols[:-1]
+    gaps[m.indptr[:-1][counts > 0]] = cols[m.indptr[:-1][counts > 0]]  # each row starts from column 0
+    wide = index_dtype(m.shape[1])
+    best = None
+    for dt in (np.uint8, np.uint16, np.uint32):
+        dt = np.dtype(dt)
+        if dt.itemsize > wide.itemsize:
+            break
+        n_big = int((gaps >= np.iinfo(dt).max).sum()) if dt != wide else 0
+        cost = len(gaps) * dt.itemsize + n_big * wide.itemsize
+        if best is None or cost < best[0]:
+            best = (cost, dt)
+    dt = best[1] if best else wide
+    out = {"row_counts": np_to_torch(counts.astype(count_dtype(int(counts.max(initial=0)))))}
+    if dt == wide:
+        out["deltas"] = np_to_torch(gaps.astype(dt))
+        return out
+    top = np.iinfo(dt).max
+    big = gaps >= top
+    out["deltas"] = np_to_torch(np.where(big, top, gaps).astype(dt))
+    if big.any():
+        out["exceptions"] = np_to_torch(gaps[big].astype(wide))
+    return out
+
+
+def decode_sorted_rows(parts: dict[str, np.ndarray], n_cols: int) -> tuple[np.ndarray, np.ndarray]:
+    """(row pointers int64, column indices in the smallest type) back from ``encode_sorted_rows``."""
+    indptr = indptr_of(parts["row_counts"])
+    small = parts["deltas"]
+    gaps = small.astype(np.int64)
+    if "exceptions" in parts:
+        gaps[small == np.iinfo(small.dtype).max] = parts["exceptions"]
+    cols = np.cumsum(gaps)
+    before = np.concatenate([[0], cols])[indptr[:-1]]  # running total before each row
+    cols -= np.repeat(before, np.diff(indptr))
+    return indptr, cols.astype(index_dtype(n_cols))
+
+
 def indptr_of(row_counts: np.ndarray) -> np.ndarray:
     """Row pointers (int64) from per-row counts."""
     out = np.zeros(len(row_counts) + 1, dtype=np.int64)

@@ -41,6 +41,7 @@ from dslrec.evaluate.metrics import METRICS, check_ks, check_metrics, metric_key
 
 Scorer = Callable[[torch.Tensor], torch.Tensor]
 CHUNK = 64  # items per chunk in the top-k candidate pass (see ``top_values``)
+MIN_BLOCK = 8192  # items per block when whole rows do not fit the score budget (``plan_blocks``)
 
 
 @dataclass
@@ -75,6 +76,22 @@ def default_batch_size(device: str | torch.device, n_items: int) -> int:
     """
     budget = SCORE_BLOCK_BYTES.get(torch.device(device).type, 2**31)
     return max(1, budget // (4 * max(n_items, 1)))
+
+
+def plan_blocks(n_users: int, n_items: int, budget_bytes: int, min_block: int | None = None) -> tuple[int, int]:
+    """(users per batch, items per block) so that a batch x block of float32 scores fits ``budget_bytes``.
+
+    Whole rows when at least 256 users' rows fit (few big matrix products); else blocks of at
+    least ``min_block`` items, as many users as fit beside them (a block made dense on the fly
+    then serves many users). Never less than one user and one item.
+    """
+    floats = max(1, budget_bytes // 4)
+    min_block = min_block or MIN_BLOCK
+    n_users, n_items = max(1, n_users), max(1, n_items)
+    if floats // n_items >= min(n_users, 256):
+        return min(n_users, floats // n_items), n_items
+    block = min(n_items, max(min_block, floats // min(n_users, 4096)))
+    return max(1, min(n_users, floats // block)), block
 
 
 def exclusion_splits(dataset: Dataset, split: str) -> list:
@@ -277,49 +294,66 @@ def rank_batch(
     k: int,
     excluded: tuple[np.ndarray, np.ndarray] | None = None,
     block: int | None = None,
+    batch: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(values, items) of the top ``k`` items of a batch of ``n_users`` users: the ranking
-    kernel shared by evaluation and serving.
+    """(values, items) of the top ``k`` items of ``n_users`` users: the ranking kernel shared
+    by evaluation and serving.
 
     ``block_scores(rows, start, stop)`` gives the raw model scores of items
-    ``start..stop-1`` for the batch (``rows`` None: ``(n_users, stop - start)``) or
-    for some of its rows (a LongTensor of batch rows); the catalogue is scored in
-    blocks of ``block`` items (default: all at once), each block's top ``k`` merged
-    into a running top list, so memory follows the block, not the catalogue.
-    ``excluded``: (batch row, item) pairs set to -inf, never ranked (no dense mask).
+    ``start..stop-1`` for all the users (``rows`` None: ``(n_users, stop - start)``)
+    or for some of them (a LongTensor of user positions). The catalogue is scored
+    in blocks of ``block`` items (default: all at once), ``batch`` users at a time
+    (default: all); each block's top ``k`` is merged into a running top list, so
+    memory follows the (batch x block) score block, not the catalogue. Blocks are
+    the outer loop: a scorer that builds a block of its item table (a compact
+    table made dense) can build it once for every batch (ask for the same
+    ``start, stop`` again and again).
+    ``excluded``: (user position, item) pairs set to -inf, never ranked (no dense mask).
     Order: score descending, then item index ascending; NaN / -inf model scores rank
     as the lowest finite score, after every candidate and before excluded items
     (which come back with value -inf; callers treat those as no item).
     """
     k = min(k, n_items)
     block = min(block or n_items, n_items)
+    batch = min(batch or n_users, n_users)
     rows = cols = np.zeros(0, dtype=np.int64)
     if excluded is not None:
-        order = np.argsort(excluded[1], kind="stable")  # by item, so each block's pairs are one slice
+        order = np.lexsort((excluded[1], excluded[0]))  # by user, then item
         rows, cols = excluded[0][order], excluded[1][order]
-    vals = items = None
+    spans = []  # per batch of users: its rows (None: everyone) and its excluded pairs, by item
+    for lo in range(0, n_users, batch):
+        hi = min(lo + batch, n_users)
+        a, b = np.searchsorted(rows, [lo, hi])
+        by_item = np.argsort(cols[a:b], kind="stable")
+        picked = None if (lo, hi) == (0, n_users) else torch.arange(lo, hi)
+        spans.append((picked, hi - lo, rows[a:b][by_item] - lo, cols[a:b][by_item]))
+    tops: list = [None] * len(spans)
     for start in range(0, n_items, block):
         stop = min(start + block, n_items)
-        lo, hi = np.searchsorted(cols, [start, stop])
-        b_rows, b_cols = rows[lo:hi], cols[lo:hi] - start
-        scores = own_scores(block_scores(None, start, stop), (n_users, stop - start))
-        _exclude_block(scores, b_rows, b_cols)
+        for j, (picked, size, b_rows, b_cols) in enumerate(spans):
+            lo, hi = np.searchsorted(b_cols, [start, stop])
+            r, c = b_rows[lo:hi], b_cols[lo:hi] - start
+            scores = own_scores(block_scores(picked, start, stop), (size, stop - start))
+            _exclude_block(scores, r, c)
 
-        def rescore(picked: torch.Tensor, start=start, stop=stop, b_rows=b_rows, b_cols=b_cols) -> torch.Tensor:
-            # the rare rows with ties at the cut, NaN or -inf: scored again, cleaned, excluded
-            sub = own_scores(block_scores(picked, start, stop), (len(picked), stop - start))
-            info = torch.finfo(sub.dtype)
-            sub = sub.nan_to_num_(nan=info.min, posinf=float("inf"), neginf=info.min)
-            where = np.full(n_users, -1, dtype=np.int64)
-            where[picked.cpu().numpy()] = np.arange(len(picked))
-            keep = where[b_rows] >= 0
-            _exclude_block(sub, where[b_rows[keep]], b_cols[keep])
-            return sub
+            def rescore(bad: torch.Tensor, picked=picked, start=start, stop=stop, r=r, c=c) -> torch.Tensor:
+                # the rare rows with ties at the cut, NaN or -inf: scored again, cleaned, excluded
+                which = bad if picked is None else picked[bad.cpu()]
+                sub = own_scores(block_scores(which, start, stop), (len(bad), stop - start))
+                info = torch.finfo(sub.dtype)
+                sub = sub.nan_to_num_(nan=info.min, posinf=float("inf"), neginf=info.min)
+                where = np.full(size, -1, dtype=np.int64)
+                where[bad.cpu().numpy()] = np.arange(len(bad))
+                keep = where[r] >= 0
+                _exclude_block(sub, where[r[keep]], c[keep])
+                return sub
 
-        v, i = topk_ordered(scores, min(k, stop - start), rescore)
-        i = i + start
-        vals, items = (v, i) if vals is None else merge_top(vals, items, v, i, k)
-    return vals, items
+            v, i = topk_ordered(scores, min(k, stop - start), rescore)
+            i = i + start
+            tops[j] = (v, i) if tops[j] is None else merge_top(*tops[j], v, i, k)
+    if len(tops) == 1:
+        return tops[0]
+    return torch.cat([t[0] for t in tops]), torch.cat([t[1] for t in tops])
 
 
 def target_hits(target, users: np.ndarray, items: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

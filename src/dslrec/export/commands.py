@@ -18,8 +18,8 @@ def register(sub) -> None:
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="directory written by dslrec train")
     p.add_argument("--out", type=_out_file, help="output file (default RUN_DIR/model.dslrec)")
-    p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32",
-                   help="type of the stored weights (default float32)")
+    p.add_argument("--dtype", choices=("float32", "float16", "bfloat16", "int8"), default="float32",
+                   help="type of the stored weights (default float32; int8: symmetric per row, float32 row scales)")
     p.add_argument("--no-seen", dest="with_seen", action="store_false",
                    help="leave out the training interactions (MF/NeuMF only; then seen items cannot be excluded)")
     p.set_defaults(func=run_export)
@@ -38,6 +38,8 @@ def register(sub) -> None:
     seen.add_argument("--include-seen", dest="exclude_seen", action="store_false")
     r.add_argument("--unknown", choices=("error", "popular"), default="error",
                    help="unknown users: an error (default) or the most popular items")
+    r.add_argument("--threads", type=_threads, default=None,
+                   help="CPU threads for scoring (default: torch's default, one per core)")
     r.add_argument("--json", action="store_true", help="print JSON instead of a table")
     r.set_defaults(func=run_recommend)
 
@@ -48,6 +50,16 @@ def _out_file(text: str) -> str:
 
     check_out_file(text, "--out")
     return text
+
+
+def _threads(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"--threads must be a positive integer, got {text!r}")
+    return n
 
 
 def _mb(n: int) -> str:
@@ -73,6 +85,10 @@ def run_recommend(args: argparse.Namespace) -> int:
     users = [u.strip() for u in args.users.split(",") if u.strip()]
     if not users:
         raise DslrecError("--users is empty; pass raw user ids like 196,186")
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
     rec = Recommender.load(Path(args.model))
     out = rec.recommend(users, k=args.k, exclude_seen=args.exclude_seen, unknown=args.unknown)
     if args.json:

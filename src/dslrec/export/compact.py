@@ -1,33 +1,41 @@
 """The compact model format: one safetensors file holding only the active weights.
 
-Layout (format ``dslrec-compact``, version 1). Every tensor lives in one
-safetensors file (no pickle); the safetensors ``__metadata__`` holds four
-strings: ``format``, ``format_version``, ``header`` (JSON, below) and
-``sha256``.
+Layout (format ``dslrec-compact``, version 2; version 1 files are still read).
+Every tensor lives in one safetensors file (no pickle); the safetensors
+``__metadata__`` holds four strings: ``format``, ``format_version``, ``header``
+(JSON, below) and ``sha256``.
 
 Weights section (``w/...``), one entry per ``state_dict`` tensor:
 
 - a *sparsified* tensor (one with a mask in ``best_masks.safetensors``) is
-  stored as CSR by row, seen as 2-D ``(shape[0], prod(shape[1:]))``:
-  ``w/NAME/values`` the active weights in row-major order, in the chosen dtype
-  (float32, float16 or bfloat16); ``w/NAME/indices`` their column indices in
-  the smallest unsigned type that holds ``n_cols - 1`` (uint8 up to 256
-  columns, uint16 up to 65,536, else uint32); ``w/NAME/row_counts`` the number
-  of active weights per row in the smallest unsigned type that holds the
-  largest count (uint8 when every row has < 256 active, else uint16/uint32).
-  Counts, not row pointers: they are never larger (pointers need int32/int64)
-  and the pointers are one cumulative sum away at load time. The masks decide
-  what is active, not the values: an active weight that happens to be 0 is
-  stored.
-- every other tensor is stored whole as ``w/NAME``: floating tensors in the
-  chosen dtype, integer buffers (MultVAE's update counter) unchanged.
+  stored by row, seen as 2-D ``(shape[0], prod(shape[1:]))``: ``w/NAME/values``
+  the active weights in row-major order, and their positions in whichever of
+  two forms is smaller for this tensor: ``w/NAME/indices`` (column indices in
+  the smallest unsigned type that holds ``n_cols - 1``) with
+  ``w/NAME/row_counts`` (active weights per row, smallest unsigned type), or
+  ``w/NAME/bitmap`` (one bit per weight, ``rows x ceil(n_cols / 8)`` bytes, bit
+  ``c % 8`` of byte ``c // 8``; the counts are its popcounts). At density 0.2
+  and 64 columns the bitmap (8 bytes a row) beats the indices (12.8 + 1). The
+  masks decide what is active, not the values: an active weight that happens
+  to be 0 is stored.
+- every other tensor is stored whole as ``w/NAME``.
 
-Seen section (``seen/...``, optional): each user's training items, CSR by
-user (``seen/row_counts`` and ``seen/indices``, smallest types as above). It
-rebuilds LightGCN's graph and MultVAE's fold-in rows and lets recommendations
-exclude items a user already has; ``with_seen=False`` drops it (MF and NeuMF
-only). ``pop/item_counts`` (training interactions per item, smallest unsigned
-type) is always stored: it ranks items for users the model does not know.
+Values are float32, float16 or bfloat16, or int8 (``--dtype int8``): symmetric
+per row, ``w/NAME/scales`` (float32, one per row, the row's largest magnitude
+/ 127) times the stored integer; tensors with fewer than two dimensions
+(biases) stay float32 then. Integer buffers (MultVAE's update counter) are
+stored unchanged.
+
+Seen section (``seen/...``, optional): each user's training items, sorted,
+as gaps (``seen/deltas``: a row's first item, then the differences; the
+smallest unsigned type that makes the section cheapest, gaps too large for it
+stored as its largest value and listed in full in ``seen/exceptions``) and
+``seen/row_counts``. It rebuilds LightGCN's graph and MultVAE's fold-in rows
+and lets recommendations exclude items a user already has;
+``with_seen=False`` drops it (MF and NeuMF only). Items are ranked for users
+the model does not know by training interactions per item: the seen section's
+column counts, or ``pop/item_counts`` (smallest unsigned type) when the seen
+section is left out or the counts differ from it.
 
 Raw ids: ``"0".."n-1"`` in order are stored as ``{"kind": "range"}``;
 integers as an int64 tensor ``ids/users`` / ``ids/items``; anything else as a
@@ -54,13 +62,16 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from dslrec.encoding import (checksum, count_dtype, decode_ids, encode_ids, encode_matrix,  # noqa: F401
-                             index_dtype, indptr_of, np_to_torch)
+from dslrec.encoding import (checksum, count_dtype, decode_ids, decode_sorted_rows, encode_ids,  # noqa: F401
+                             encode_sorted_rows, index_dtype, indptr_of, np_to_torch)
 from dslrec.errors import DslrecError
 
 FORMAT = "dslrec-compact"
-VERSION = 1
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+VERSION = 2
+READS = ("1", "2")  # version 1: column indices only, seen items not delta-encoded
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "int8": torch.int8}
+VALUE_BYTES = {name: torch.empty(0, dtype=t).element_size() for name, t in DTYPES.items()}
+_POPCOUNT = torch.tensor([bin(b).count("1") for b in range(256)], dtype=torch.int64)
 SECTIONS = {"w/": "weights", "seen/": "seen", "ids/": "ids", "pop/": "popularity"}
 
 
@@ -71,26 +82,83 @@ def as_2d_shape(shape: tuple[int, ...]) -> tuple[int, int]:
     return (int(shape[0]), int(np.prod(shape[1:], dtype=np.int64)) if len(shape) > 1 else 1)
 
 
-def csr_nbytes(shape: tuple[int, ...], nnz: int, max_row_count: int, value_bytes: int) -> int:
-    """Bytes of a tensor stored as CSR in this format (values + indices + row counts)."""
+def positions_nbytes(shape: tuple[int, ...], nnz: int, max_row_count: int) -> tuple[int, int]:
+    """(bytes as column indices + row counts, bytes as a per-row bitmap) of a tensor's positions."""
     rows, cols = as_2d_shape(tuple(shape))
-    return nnz * (value_bytes + index_dtype(cols).itemsize) + rows * count_dtype(max_row_count).itemsize
+    as_indices = nnz * index_dtype(cols).itemsize + rows * count_dtype(max_row_count).itemsize
+    return as_indices, rows * math.ceil(cols / 8)
+
+
+def csr_nbytes(shape: tuple[int, ...], nnz: int, max_row_count: int, dtype: str) -> int:
+    """Bytes of a sparsified tensor in this format: values (+ int8 row scales) + the cheaper positions."""
+    rows, _ = as_2d_shape(tuple(shape))
+    scales = 4 * rows if dtype == "int8" else 0
+    return nnz * VALUE_BYTES[dtype] + scales + min(positions_nbytes(shape, nnz, max_row_count))
+
+
+def dense_nbytes(shape: tuple[int, ...], dtype: str) -> int:
+    """Bytes of a floating tensor stored whole in this format."""
+    numel = math.prod(shape)
+    if dtype == "int8" and len(shape) < 2:
+        return 4 * numel  # biases stay float32
+    return numel * VALUE_BYTES[dtype] + (4 * shape[0] if dtype == "int8" else 0)
+
+
+def quantize_rows(values: torch.Tensor, rows: torch.Tensor, n_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(int8 values, float32 scale per row): symmetric, scale = the row's largest magnitude / 127."""
+    values = values.float()
+    peak = torch.zeros(n_rows).scatter_reduce_(0, rows, values.abs(), "amax", include_self=True)
+    scales = peak / 127
+    safe = torch.where(scales > 0, scales, torch.ones_like(scales))
+    q = torch.round(values / safe[rows]).clamp_(-127, 127).to(torch.int8)
+    return q, scales
 
 
 # --- encoding -----------------------------------------------------------------
 
-def encode_csr(weight: torch.Tensor, mask: torch.Tensor, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """``values``, ``indices``, ``row_counts`` of the active weights of ``weight`` (see module doc)."""
+def encode_active(values: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, shape: tuple[int, ...],
+                  dtype: str) -> dict[str, torch.Tensor]:
+    """The parts of a sparsified tensor from its active (row, column, value) in row-major order:
+    ``values`` (+ ``scales`` for int8) and the cheaper of ``indices`` + ``row_counts`` or ``bitmap``."""
+    n_rows, n_cols = as_2d_shape(tuple(shape))
+    counts = torch.bincount(rows, minlength=n_rows).numpy()
+    max_count = int(counts.max(initial=0))
+    parts = {}
+    if dtype == "int8":
+        parts["values"], parts["scales"] = quantize_rows(values, rows, n_rows)
+    else:
+        parts["values"] = values.detach().to(DTYPES[dtype]).contiguous()
+    as_indices, as_bitmap = positions_nbytes(tuple(shape), len(values), max_count)
+    if as_bitmap < as_indices:
+        from dslrec.export.rows import pack_bits
+
+        parts["bitmap"] = np_to_torch(pack_bits(rows.numpy(), cols.numpy(), (n_rows, n_cols)))
+    else:
+        parts["indices"] = np_to_torch(cols.numpy().astype(index_dtype(n_cols)))
+        parts["row_counts"] = np_to_torch(counts.astype(count_dtype(max_count)))
+    return parts
+
+
+def encode_csr(weight: torch.Tensor, mask: torch.Tensor, dtype: str) -> dict[str, torch.Tensor]:
+    """The parts of the active weights of ``weight`` under ``mask`` (see ``encode_active``)."""
     rows, cols = as_2d_shape(tuple(weight.shape))
     w = weight.detach().cpu().reshape(rows, cols)
-    m = mask.detach().cpu().reshape(rows, cols).bool()
-    counts = m.sum(1).numpy()
-    r, c = m.nonzero(as_tuple=True)  # row-major: the CSR order
-    return {
-        "values": w[r, c].to(dtype).contiguous(),
-        "indices": np_to_torch(c.numpy().astype(index_dtype(cols))),
-        "row_counts": np_to_torch(counts.astype(count_dtype(int(counts.max(initial=0))))),
-    }
+    r, c = mask.detach().cpu().reshape(rows, cols).bool().nonzero(as_tuple=True)  # row-major: the stored order
+    return encode_active(w[r, c], r, c, tuple(weight.shape), dtype)
+
+
+def encode_dense(t: torch.Tensor, dtype: str) -> dict[str, torch.Tensor]:
+    """``data`` (+ ``scales`` for int8 tables) of a tensor stored whole."""
+    if not t.is_floating_point():
+        return {"data": t.contiguous()}
+    if dtype != "int8":
+        return {"data": t.to(DTYPES[dtype]).contiguous()}
+    if t.ndim < 2:
+        return {"data": t.float().contiguous()}
+    flat = t.reshape(t.shape[0], -1)
+    rows = torch.arange(flat.shape[0]).repeat_interleave(flat.shape[1])
+    q, scales = quantize_rows(flat.reshape(-1), rows, flat.shape[0])
+    return {"data": q.reshape(t.shape), "scales": scales}
 
 
 # --- writing ------------------------------------------------------------------
@@ -138,50 +206,49 @@ def write_compact(
     if unknown:
         raise DslrecError(f"masks name tensors the model does not have: {', '.join(unknown)}; "
                           "the run directory's best_masks.safetensors does not match best.safetensors")
-    vdtype = DTYPES[dtype]
     tensors: dict[str, torch.Tensor] = {}
     entries: dict[str, dict] = {}
+
+    def add(name: str, layout: str, shape, parts: dict[str, torch.Tensor]) -> None:
+        entries[name] = {"layout": layout, "shape": list(shape)}
+        if layout == "csr":
+            entries[name]["nnz"] = int(parts["values"].numel())
+        for part, value in parts.items():
+            tensors[f"w/{name}/{part}"] = value
+            entries[name][part] = f"w/{name}/{part}"
+
     for name, t in state.items():
         t = t.detach().cpu()
         if name in masks:
             if tuple(masks[name].shape) != tuple(t.shape):
                 raise DslrecError(f"mask of {name} has shape {tuple(masks[name].shape)}, the weight "
                                   f"{tuple(t.shape)}; the run directory's files do not match")
-            parts = encode_csr(t, masks[name], vdtype)
-            entry = {"layout": "csr", "shape": list(t.shape), "nnz": int(parts["values"].numel())}
-            for part, value in parts.items():
-                tensors[f"w/{name}/{part}"] = value
-                entry[part] = f"w/{name}/{part}"
+            add(name, "csr", t.shape, encode_csr(t, masks[name], dtype))
         else:
-            stored = t.to(vdtype) if t.is_floating_point() else t
-            tensors[f"w/{name}"] = stored.contiguous()
-            entry = {"layout": "dense", "shape": list(t.shape), "data": f"w/{name}"}
-        entries[name] = entry
+            add(name, "dense", t.shape, encode_dense(t, dtype))
     for name, parts in (packed or {}).items():
-        rows, cols = as_2d_shape(tuple(parts["shape"]))
-        counts = parts["crow"].diff().numpy()
-        encoded = {
-            "values": parts["values"].detach().cpu().to(vdtype).contiguous(),
-            "indices": np_to_torch(parts["col"].cpu().numpy().astype(index_dtype(cols))),
-            "row_counts": np_to_torch(counts.astype(count_dtype(int(counts.max(initial=0))))),
-        }
-        entries[name] = {"layout": "csr", "shape": list(parts["shape"]), "nnz": int(encoded["values"].numel())}
-        for part, value in encoded.items():
-            tensors[f"w/{name}/{part}"] = value
-            entries[name][part] = f"w/{name}/{part}"
+        crow = parts["crow"].cpu().long()
+        rows = torch.repeat_interleave(torch.arange(len(crow) - 1), crow.diff())
+        add(name, "csr", parts["shape"],
+            encode_active(parts["values"].detach().cpu(), rows, parts["col"].cpu().long(), tuple(parts["shape"]), dtype))
 
     user_entry, user_tensors = encode_ids(dataset.user_ids, "users")
     item_entry, item_tensors = encode_ids(dataset.item_ids, "items")
     tensors.update(user_tensors)
     tensors.update(item_tensors)
     train = sp.csr_matrix(dataset.train)
-    counts = np.asarray((train != 0).sum(axis=0)).ravel() if item_counts is None else np.asarray(item_counts)
-    tensors["pop/item_counts"] = np_to_torch(counts.astype(count_dtype(int(counts.max(initial=0)))))
+    seen_counts = np.asarray((train != 0).sum(axis=0)).ravel()
+    counts = seen_counts if item_counts is None else np.asarray(item_counts)
     seen = None
     if with_seen:
-        for part, value in encode_matrix(train != 0).items():
+        seen = {"nnz": int(train.nnz)}
+        for part, value in encode_sorted_rows(train != 0).items():
             tensors[f"seen/{part}"] = value
-        seen = {"indices": "seen/indices", "row_counts": "seen/row_counts", "nnz": int(train.nnz)}
+            seen[part] = f"seen/{part}"
+    pop = None  # the counts are the seen section's column counts, unless they differ or it is left out
+    if not with_seen or not np.array_equal(counts, seen_counts):
+        pop = "pop/item_counts"
+        tensors[pop] = np_to_torch(counts.astype(count_dtype(int(counts.max(initial=0)))))
 
     header = {
         "format": FORMAT,
@@ -195,7 +262,7 @@ def write_compact(
         "item_ids": item_entry,
         "weights": entries,
         "seen": seen,
-        "item_counts": "pop/item_counts",
+        "item_counts": pop,
         "metrics": metrics or {},
         "run": run or {},
         "sizes": _section_bytes(tensors),
@@ -334,9 +401,9 @@ def _read_header(path: Path) -> dict:
         raise (damaged if truncated or FORMAT.encode() in raw else not_ours) from None
     if meta.get("format") != FORMAT:
         raise not_ours
-    if meta.get("format_version") != str(VERSION):
+    if meta.get("format_version") not in READS:
         raise DslrecError(f"{path} has compact format version {meta.get('format_version')}, this dslrec reads "
-                          f"version {VERSION}; re-export it with this version of dslrec")
+                          f"versions {' and '.join(READS)}; re-export it with this version of dslrec")
     try:
         header = json.loads(meta["header"])
     except (KeyError, json.JSONDecodeError):
@@ -372,29 +439,52 @@ class CompactModel:
     def is_sparse(self, name: str) -> bool:
         return self.header["weights"][name]["layout"] == "csr"
 
-    def csr_parts(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(row pointers int64, column indices in their stored type, float32 values) of a sparse tensor."""
+    def rows(self, name: str):
+        """A 2-D weight as stored (``dslrec.export.rows``): active values and positions, or the dense
+        table; int8 values with their row scales, half precision as it is. Nothing is widened."""
+        from dslrec.export.rows import DenseRows, SparseRows
+
         e = self.header["weights"][name]
-        indptr = indptr_of(self.tensors[e["row_counts"]].numpy())
-        return indptr, self.tensors[e["indices"]].numpy(), self.tensors[e["values"]].float().numpy()
+        t = self.tensors
+        scales = t[e["scales"]] if "scales" in e else None
+        if e["layout"] != "csr":
+            return DenseRows(t[e["data"]].reshape(as_2d_shape(tuple(e["shape"]))), scales)
+        n_rows, n_cols = as_2d_shape(tuple(e["shape"]))
+        if "bitmap" in e:
+            bitmap = t[e["bitmap"]]
+            counts = _POPCOUNT[bitmap.long()].sum(dim=1)
+            indptr = torch.zeros(n_rows + 1, dtype=torch.int64)
+            torch.cumsum(counts, 0, out=indptr[1:])
+            return SparseRows(indptr, n_cols, t[e["values"]], scales, bitmap=bitmap)
+        indptr = torch.from_numpy(indptr_of(t[e["row_counts"]].numpy()))
+        return SparseRows(indptr, n_cols, t[e["values"]], scales, indices=t[e["indices"]])
 
     def seen_parts(self) -> tuple[np.ndarray, np.ndarray]:
-        """(row pointers int64, item indices in their stored type) of the seen section."""
+        """(row pointers int64, item indices in the smallest type) of the seen section."""
         s = self.header["seen"]
         if s is None:
             raise DslrecError(f"{self.path} was exported with --no-seen and holds no training interactions; "
                               "use exclude_seen=False (--include-seen) or re-export without --no-seen")
-        return indptr_of(self.tensors[s["row_counts"]].numpy()), self.tensors[s["indices"]].numpy()
+        if "indices" in s:  # version 1
+            return indptr_of(self.tensors[s["row_counts"]].numpy()), self.tensors[s["indices"]].numpy()
+        parts = {k: self.tensors[s[k]].numpy() for k in ("deltas", "row_counts", "exceptions") if k in s}
+        return decode_sorted_rows(parts, self.n_items)
 
     def csr(self, name: str) -> sp.csr_matrix:
-        """A sparse tensor as a float32 scipy CSR of its 2-D shape (only active weights stored)."""
+        """A tensor as a float32 scipy CSR of its 2-D shape (only active weights stored), widened whole:
+        for checks and ``to_module``; serving works from ``rows``."""
         e = self.header["weights"][name]
-        if e["layout"] != "csr":
-            return sp.csr_matrix(self.dense(name).reshape(as_2d_shape(tuple(e["shape"]))))
-        indptr, indices, values = self.csr_parts(name)
         shape = as_2d_shape(tuple(e["shape"]))
+        if e["layout"] != "csr":
+            return sp.csr_matrix(self.dense(name).reshape(shape))
+        table = self.rows(name)
+        local, cols, pos = table.entries(torch.arange(shape[0]))
+        values = table.values[pos].float()
+        if table.scales is not None:
+            values = values * table.scales[local]
         idx_type = np.int32 if max(shape) < 2**31 and len(values) < 2**31 else np.int64
-        return sp.csr_matrix((values, indices.astype(idx_type), indptr.astype(idx_type)), shape=shape)
+        return sp.csr_matrix((values.numpy(), cols.numpy().astype(idx_type), table.indptr.numpy().astype(idx_type)),
+                             shape=shape)
 
     def dense(self, name: str) -> np.ndarray:
         """Any tensor densified to its own shape (float32 for floating tensors)."""
@@ -402,6 +492,8 @@ class CompactModel:
         if e["layout"] == "csr":
             return self.csr(name).toarray().reshape(e["shape"])
         t = self.tensors[e["data"]]
+        if "scales" in e:
+            return self.rows(name).block(0, e["shape"][0]).numpy().reshape(e["shape"])
         return (t.float() if t.is_floating_point() else t).numpy().reshape(e["shape"])
 
     def mask(self, name: str) -> np.ndarray:
@@ -424,6 +516,9 @@ class CompactModel:
         return sp.csr_matrix((data, indices.astype(np.int32), indptr), shape=(self.n_users, self.n_items))
 
     def item_counts(self) -> np.ndarray:
+        """Training interactions per item (stored, or counted from the seen section)."""
+        if self.header["item_counts"] is None:
+            return np.bincount(self.seen_parts()[1], minlength=self.n_items).astype(np.int64)
         return self.tensors[self.header["item_counts"]].numpy().astype(np.int64)
 
     def user_ids(self) -> np.ndarray:

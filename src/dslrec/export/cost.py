@@ -3,9 +3,10 @@
 Parameters
     ``total`` (all parameters), ``active`` (dense parameters + active weights of
     the masked ones), bytes of the dense form (float32, 4 bytes per parameter)
-    and of the compact form exactly as ``dslrec export`` stores it (CSR:
-    values + smallest-type column indices + smallest-type row counts, see
-    ``compact.py``), at float32 and float16. Buffers (MultVAE's step counter)
+    and of the compact form exactly as ``dslrec export`` stores it (values +
+    the cheaper of smallest-type column indices with row counts or a per-row
+    bitmap, see ``compact.py``), at float32, float16 and int8 (with its row
+    scales). Buffers (MultVAE's step counter)
     are not parameters and are left out.
 
 MACs (multiply-accumulates). Counted: the products of two operands in dot
@@ -72,7 +73,9 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from dslrec.export.compact import csr_nbytes
+from dslrec.export.compact import csr_nbytes, dense_nbytes
+
+COMPACT_DTYPES = ("float32", "float16", "int8")  # the file sizes the cost section predicts
 
 CONVENTION = (
     "MACs of two-operand products (dot products, matmuls, sparse-dense products; element-wise ops, "
@@ -87,22 +90,24 @@ CONVENTION = (
 def parameter_cost(model: torch.nn.Module, masks: dict[str, torch.Tensor]) -> dict[str, Any]:
     """Parameter counts and bytes, dense and compact (see module doc)."""
     per_tensor = {}
-    total = active = compact32 = compact16 = 0
+    total = active = 0
+    compact = {dtype: 0 for dtype in COMPACT_DTYPES}
     for name, p in model.named_parameters():
         numel = p.numel()
         if name in masks:
             m = masks[name].reshape(p.shape[0], -1) if p.ndim else masks[name].reshape(1, 1)
             nnz = int(m.sum())
             max_row = int(m.sum(1).max()) if m.numel() else 0
-            b32, b16 = (csr_nbytes(tuple(p.shape), nnz, max_row, vb) for vb in (4, 2))
+            sizes = {dtype: csr_nbytes(tuple(p.shape), nnz, max_row, dtype) for dtype in COMPACT_DTYPES}
         else:
-            nnz, b32, b16 = numel, 4 * numel, 2 * numel
+            nnz = numel
+            sizes = {dtype: dense_nbytes(tuple(p.shape), dtype) for dtype in COMPACT_DTYPES}
         per_tensor[name] = {"shape": list(p.shape), "numel": numel, "active": nnz, "sparse": name in masks,
-                            "compact_bytes_float32": b32, "compact_bytes_float16": b16}
+                            **{f"compact_bytes_{dtype}": b for dtype, b in sizes.items()}}
         total += numel
         active += nnz
-        compact32 += b32
-        compact16 += b16
+        for dtype, b in sizes.items():
+            compact[dtype] += b
     sparsified = [v for v in per_tensor.values() if v["sparse"]]
     return {
         "total": total,
@@ -111,8 +116,7 @@ def parameter_cost(model: torch.nn.Module, masks: dict[str, torch.Tensor]) -> di
         "sparsified_total": sum(v["numel"] for v in sparsified),
         "sparsified_active": sum(v["active"] for v in sparsified),
         "dense_bytes_float32": 4 * total,
-        "compact_bytes_float32": compact32,
-        "compact_bytes_float16": compact16,
+        **{f"compact_bytes_{dtype}": b for dtype, b in compact.items()},
         "per_tensor": per_tensor,
     }
 
