@@ -135,6 +135,26 @@ def test_half_precision_export_keeps_rankings_close(runs, small, tmp_path, dtype
     assert np.abs(vals.numpy() - at).max() < tol * scale
 
 
+def test_int8_top_lists_agree_with_float32(big_run, runs, small, tmp_path):
+    """int8 (per-row scales) keeps a trained MF's top-20 lists: most items agree with the float32
+    export's; and every backbone serves from an int8 file with scores close to float32's."""
+    f32, q = tmp_path / "f32.dslrec", tmp_path / "q.dslrec"
+    export(big_run, f32)
+    export(big_run, q, dtype="int8")
+    a, b = Recommender.load(f32), Recommender.load(q)
+    users = a.user_ids()
+    top_a, top_b = a.recommend(users, k=K).items, b.recommend(users, k=K).items
+    overlap = np.mean([len(set(x) & set(y)) / K for x, y in zip(top_a.tolist(), top_b.tolist())])
+    assert overlap >= 0.9, overlap
+    assert not np.array_equal(top_a, top_b)  # int8 really was served, not float32
+    for name in OPTIONS:
+        export(runs[name], f32, dataset=small)
+        export(runs[name], q, dtype="int8", dataset=small)
+        ref = Recommender.load(f32).scores(np.arange(small.n_users))
+        got = Recommender.load(q).scores(np.arange(small.n_users))
+        assert np.abs(got - ref).max() <= 0.05 * np.abs(ref).max(), name
+
+
 # --- size -----------------------------------------------------------------------
 
 def test_weights_section_is_small_against_the_dense_checkpoint(big_run, tmp_path):
@@ -321,7 +341,7 @@ def test_exclude_seen_and_no_seen(runs, small, tmp_path):
 
 def test_raw_ids_round_trip_in_every_kind(small, tmp_path):
     ids_users = np.array([f"u{i}" for i in range(small.n_users)])  # strings: a JSON list
-    ids_items = (np.arange(small.n_items) * 7 + 1000).astype(str)  # integers: an int64 tensor
+    ids_items = (np.arange(small.n_items) * 7 + 1000).astype(str)  # integers: a tensor
     ds = Dataset(name="ids", user_ids=ids_users, item_ids=ids_items, train=small.train, valid=small.valid,
                  test=small.test)
     model = models.build("mf", ds, dim=8)
@@ -329,7 +349,8 @@ def test_raw_ids_round_trip_in_every_kind(small, tmp_path):
     write_compact(path, backbone="mf", model_config=model.config, state=model.state_dict(), masks=None, dataset=ds)
     compact = load(path)
     assert compact.header["user_ids"]["kind"] == "list"
-    assert compact.header["item_ids"]["kind"] == "int" and compact.tensors["ids/items"].dtype == torch.int64
+    # integers: the smallest unsigned type that holds them (up to 1000 + 7 * 89: uint16)
+    assert compact.header["item_ids"]["kind"] == "int" and compact.tensors["ids/items"].dtype == torch.uint16
     assert np.array_equal(compact.user_ids(), ids_users) and np.array_equal(compact.item_ids(), ids_items)
     assert not compact.is_sparse("user.weight")  # no masks: stored dense
     out = Recommender(compact).recommend(["u7", "u0"], k=3)

@@ -124,6 +124,8 @@ def encode_ids(ids: np.ndarray, prefix: str) -> tuple[dict, dict[str, torch.Tens
     if np.array_equal(ints, np.arange(n)):
         return {"kind": "range", "type": kind, "n": n}, {}
     name = f"ids/{prefix}"
+    if len(ints) and ints.min() >= 0:  # non-negative ids in the smallest unsigned type that holds them
+        ints = ints.astype(count_dtype(int(ints.max())))
     return {"kind": "int", "type": kind, "tensor": name}, {name: np_to_torch(ints)}
 
 
@@ -159,7 +161,8 @@ def decode_ids(entry: dict, tensors: dict[str, torch.Tensor]) -> np.ndarray:
     """The raw-id array back, strings or int64 as the dataset had them."""
     if entry["kind"] == "list":
         return np.asarray(entry["values"], dtype=str)
-    ints = np.arange(entry["n"], dtype=np.int64) if entry["kind"] == "range" else tensors[entry["tensor"]].numpy()
+    ints = (np.arange(entry["n"], dtype=np.int64) if entry["kind"] == "range"
+            else tensors[entry["tensor"]].numpy().astype(np.int64))
     return ints.astype(str) if entry["type"] == "str" else ints
 
 

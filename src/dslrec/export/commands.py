@@ -75,7 +75,8 @@ def run_export(args: argparse.Namespace) -> int:
     print(f"  weights     {_mb(s['weights']):>12}  ({s['weights'] / dense:.3f}x best.safetensors, {_mb(dense)})")
     print(f"  seen items  {_mb(s['seen']):>12}" + ("" if args.with_seen else "  (left out: --no-seen)"))
     print(f"  other       {_mb(s['ids'] + s['popularity'] + s['header']):>12}  (ids, item counts, header)")
-    print(f"  file        {_mb(s['file']):>12}  ({s['file'] / dense:.3f}x best.safetensors)")
+    with_items = f"; {s['file'] / (dense + s['seen']):.3f}x with the same seen items" if s["seen"] else ""
+    print(f"  file        {_mb(s['file']):>12}  ({s['file'] / dense:.3f}x best.safetensors{with_items})")
     return 0
 
 
