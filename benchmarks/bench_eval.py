@@ -240,6 +240,16 @@ def compare_recbole(args, d: Dataset) -> dict | None:
     }
 
 
+def rusage() -> dict | None:
+    """This process's user and system CPU seconds and minor page faults so far (None off Unix)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return {"cpu_user_seconds": r.ru_utime, "cpu_system_seconds": r.ru_stime, "minor_page_faults": r.ru_minflt}
+
+
 # dslrec functions (by name) whose time, and that of what they call, is one phase of evaluation;
 # names of both the per-batch ranking and the block-merging kernel. Any function under
 # dslrec/models/ (the scorer, LightGCN's propagation) is "scores".
@@ -258,11 +268,13 @@ def profile_phases(run) -> dict:
     calls included) goes to its phase if it is a named dslrec function, else to its callers'
     phases in proportion to the time they spent in it; what no phase claims is "other"."""
     prof = cProfile.Profile()
+    before = rusage()
     t = time.perf_counter()
     prof.enable()
     run()
     prof.disable()
     wall = time.perf_counter() - t
+    after = rusage()
     stats = pstats.Stats(prof).stats  # func -> (cc, nc, tottime, cumtime, {caller: (.., tt, ct)})
 
     def own_phase(func) -> str | None:
@@ -301,6 +313,9 @@ def profile_phases(run) -> dict:
     top = sorted(stats.items(), key=lambda kv: -kv[1][2])[:12]
     return {
         "wall_seconds_profiled": wall,
+        # process CPU time and minor page faults of the profiled run (Unix): a fresh score block
+        # per batch is paid again in page faults, seen as system time
+        **({k: after[k] - before[k] for k in after} if after else {}),
         "seconds": {p: phases.get(p, 0.0) for p in ("scores", "exclusion", "topk", "metrics", "other")},
         "top_functions_own_seconds": [
             {"function": f"{Path(f[0]).name}:{f[1]}({f[2]})", "calls": v[1], "seconds": v[2]} for f, v in top
@@ -334,7 +349,9 @@ def main() -> None:
     key = f"threads_{args.threads}"
     phases = profile_phases(dslrec_test_eval("mf", d, args.dim, args.recbole_batch or None))
     print("dslrec MF test evaluation, profiled: " + ", ".join(
-        f"{p} {v:.2f} s" for p, v in phases["seconds"].items()) + f" (wall {phases['wall_seconds_profiled']:.2f} s)")
+        f"{p} {v:.2f} s" for p, v in phases["seconds"].items()) + f" (wall {phases['wall_seconds_profiled']:.2f} s"
+        + (f"; cpu user {phases['cpu_user_seconds']:.2f} s, system {phases['cpu_system_seconds']:.2f} s, "
+           f"{phases['minor_page_faults']:,} minor page faults)" if "cpu_user_seconds" in phases else ")"))
     comparison = compare_recbole(args, d)
     extra = {"eval_phases": {**previous.get("eval_phases", {}), key: {"backbone": "mf", **phases}}}
     if comparison is not None:
