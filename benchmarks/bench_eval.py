@@ -34,6 +34,7 @@ import json
 import os
 import platform
 import pstats
+import shutil
 import subprocess
 import tempfile
 import time
@@ -186,6 +187,8 @@ class RecBole:
 def compare_recbole(args, d: Dataset) -> dict | None:
     """dslrec's and RecBole's test evaluation times, alternated over ``args.rounds`` rounds."""
     python = args.recbole or (str(RECBOLE_PYTHON) if RECBOLE_PYTHON.exists() else None)
+    if python is not None:  # absolute: RecBole runs in a temporary folder
+        python = os.path.abspath(shutil.which(python) or python)
     if python is None:
         print(f"RecBole comparison skipped: no {RECBOLE_PYTHON.relative_to(REPO)}; "
               "create it with `make recbole-env` (or pass --recbole PYTHON)")
