@@ -6,6 +6,19 @@ training items excluded, with ``torch.set_num_threads(2)``. Also times the
 negative sampling of one training epoch (810,128 interactions).
 
     .venv/bin/python benchmarks/bench_eval.py [--threads 2] [--batch-sizes 0 512 1024 4096]
+        [--recbole .venv-recbole/bin/python] [--rounds 3] [--compare-only]
+
+Beside RecBole (issue 13): MF and LightGCN built with ``dslrec.models.build`` (untrained,
+dim 64, LightGCN 3 layers) are evaluated on the test split as the training loop does
+(``evaluate(model.scorer(), dataset, split="test")``), and RecBole 1.2.1's full-sort test
+evaluation of BPR and LightGCN on the same split is timed by ``benchmarks/recbole_eval.py``,
+run by the RecBole interpreter (``--recbole``, default ``.venv-recbole/bin/python``; create
+it with ``make recbole-env``; without it the comparison is skipped). Both sides use
+``--threads`` threads and score the same number of users per batch (``--recbole-batch``);
+the two sides alternate over ``--rounds`` rounds and each keeps its minimum. A profiled
+evaluation of MF splits dslrec's time into phases (scores, exclusion, top-k, metrics).
+Written under ``recbole_comparison`` and ``eval_phases``, keyed by thread count, beside the
+other thread counts' entries already in the file. ``--compare-only`` runs only these.
 
 Data: ``dslrec.data.load("gowalla")`` when available, else the LightGCN text
 files under ``$DSLREC_DATA_DIR/gowalla`` (default ``<repo>/../shared/data``).
@@ -15,10 +28,14 @@ Prints a table and writes ``benchmarks/results/eval.json``.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import dataclasses
 import json
 import os
 import platform
+import pstats
+import shutil
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -33,6 +50,9 @@ from dslrec.evaluate.ranking import default_batch_size
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "eval.json"
+RECBOLE_PYTHON = REPO / ".venv-recbole" / "bin" / "python"
+RECBOLE_SCRIPT = REPO / "benchmarks" / "recbole_eval.py"
+BACKBONES = ("mf", "lightgcn")
 
 
 def data_dir() -> Path:
@@ -104,6 +124,208 @@ def write_json(path: Path, obj: dict) -> None:
     os.replace(tmp, path)
 
 
+def write_split(d: Dataset, path: Path) -> None:
+    """The dataset's train/valid/test as (user, item) index arrays, for ``recbole_eval.py``."""
+    out = {}
+    for split in ("train", "valid", "test"):
+        m = d.split(split).tocoo()
+        out[f"{split}_users"], out[f"{split}_items"] = m.row.astype(np.int64), m.col.astype(np.int64)
+    np.savez(path, **out)
+
+
+def dslrec_test_eval(name: str, d: Dataset, dim: int, batch_size: int):
+    """() -> test metrics of an untrained ``name`` model, evaluated as the training loop does
+    (``training/run.py``'s ``make_evaluator``: eval mode, no grad, ``model.scorer()`` built
+    per evaluation, so LightGCN propagates in every one)."""
+    from dslrec.models import build
+
+    torch.manual_seed(0)
+    kw = {"n_layers": 3} if name == "lightgcn" else {}
+    model = build(name, d, dim=dim, **kw)
+    model.eval()
+
+    def run() -> dict:
+        with torch.no_grad():
+            return evaluate(model.scorer(), d, split="test", ks=(20,), batch_size=batch_size)
+
+    return run
+
+
+class RecBole:
+    """``recbole_eval.py --serve`` in the RecBole interpreter: data loaded once, one timed
+    evaluation per backbone each time ``round()`` is called (it idles between rounds)."""
+
+    def __init__(self, python: str, split: Path, threads: int, users_per_batch: int, n_items: int,
+                 log: Path):
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        # RecBole's eval_batch_size counts (user, item) pairs; its item count has a padding id
+        cmd = [python, str(RECBOLE_SCRIPT), "--split", str(split), "--threads", str(threads),
+               "--eval-batch-size", str(users_per_batch * (n_items + 1)), "--serve"]
+        self.log = log
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=open(log, "w"), text=True, env=env, cwd=log.parent)
+        self.info = self._read()
+
+    def _read(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.wait()
+            tail = "\n".join(self.log.read_text().splitlines()[-20:])
+            raise RuntimeError(f"recbole_eval.py exited ({self.proc.returncode}):\n{tail}")
+        return json.loads(line)
+
+    def round(self) -> dict:
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+def compare_recbole(args, d: Dataset) -> dict | None:
+    """dslrec's and RecBole's test evaluation times, alternated over ``args.rounds`` rounds."""
+    python = args.recbole or (str(RECBOLE_PYTHON) if RECBOLE_PYTHON.exists() else None)
+    if python is not None:  # absolute: RecBole runs in a temporary folder
+        python = os.path.abspath(shutil.which(python) or python)
+    if python is None:
+        print(f"RecBole comparison skipped: no {RECBOLE_PYTHON.relative_to(REPO)}; "
+              "create it with `make recbole-env` (or pass --recbole PYTHON)")
+        return None
+    bs = args.recbole_batch or default_batch_size("cpu", d.n_items)
+    runs = {b: dslrec_test_eval(b, d, args.dim, bs) for b in BACKBONES}
+    mine: dict[str, list[float]] = {b: [] for b in BACKBONES}
+    theirs: dict[str, list[float]] = {b: [] for b in BACKBONES}
+    metrics = {}
+    with tempfile.TemporaryDirectory(prefix="bench-eval-") as tmp:
+        split = Path(tmp) / "split.npz"
+        write_split(d, split)
+        t = time.perf_counter()
+        rb = RecBole(python, split, args.threads, bs, d.n_items, Path(tmp) / "recbole.log")
+        print(f"RecBole {rb.info['recbole']} ready in {time.perf_counter() - t:.0f} s "
+              f"({rb.info['test_users']} test users, {rb.info['users_per_batch']} per batch, "
+              f"{rb.info['threads']} threads)")
+        try:
+            for r in range(args.rounds):
+                def ours():
+                    for b in BACKBONES:
+                        sec, metrics[b] = timed(runs[b])
+                        mine[b].append(sec)
+
+                def recbole():
+                    for b, v in rb.round().items():
+                        theirs[b].append(v["seconds"])
+                        metrics[f"recbole_{b}"] = v["metrics"]
+
+                for side in ((ours, recbole) if r % 2 == 0 else (recbole, ours)):  # alternate who goes first
+                    side()
+                print(f"  round {r + 1}: " + ", ".join(
+                    f"{b} {mine[b][-1]:.2f} s vs {theirs[b][-1]:.2f} s" for b in BACKBONES))
+        finally:
+            rb.close()
+    rows = [{"backbone": b, "dslrec_seconds": min(mine[b]), "recbole_seconds": min(theirs[b]),
+             "ratio": min(mine[b]) / min(theirs[b])} for b in BACKBONES]
+    print(f"\n{'backbone':<10} {'dslrec s':>9} {'RecBole s':>10} {'ratio':>7}   "
+          f"(test full ranking, {args.threads} threads, best of {args.rounds})")
+    for r in rows:
+        print(f"{r['backbone']:<10} {r['dslrec_seconds']:>9.2f} {r['recbole_seconds']:>10.2f} {r['ratio']:>7.2f}")
+    return {
+        "rows": rows,
+        "threads": args.threads,
+        "rounds": args.rounds,
+        "users_per_batch": bs,
+        "all_seconds": {"dslrec": mine, "recbole": theirs},
+        "recbole": {k: rb.info[k] for k in ("recbole", "torch", "numpy", "eval_batch_size",
+                                             "users_per_batch", "test_users", "setup_seconds")},
+        "metrics_untrained": {k: {m: float(v) for m, v in ms.items()} for k, ms in metrics.items()},
+        "load_average_at_end": os.getloadavg()[0],
+    }
+
+
+def rusage() -> dict | None:
+    """This process's user and system CPU seconds and minor page faults so far (None off Unix)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return {"cpu_user_seconds": r.ru_utime, "cpu_system_seconds": r.ru_stime, "minor_page_faults": r.ru_minflt}
+
+
+# dslrec functions (by name) whose time, and that of what they call, is one phase of evaluation;
+# names of both the per-batch ranking and the block-merging kernel. Any function under
+# dslrec/models/ (the scorer, LightGCN's propagation) is "scores".
+PHASES = {
+    "own_scores": "scores", "clean_scores": "scores",
+    "exclude_": "exclusion", "excluded_pairs": "exclusion", "_exclude_block": "exclusion",
+    "exclusion_splits": "exclusion",
+    "top_values": "topk", "topk_ordered": "topk", "exact_top": "topk", "order_top": "topk",
+    "merge_top": "topk",
+    "target_hits": "metrics", "rank_metrics": "metrics", "discounts": "metrics", "summary": "metrics",
+}
+
+
+def profile_phases(run) -> dict:
+    """Seconds of one profiled ``run()`` per phase: each function's own time (torch and numpy
+    calls included) goes to its phase if it is a named dslrec function, else to its callers'
+    phases in proportion to the time they spent in it; what no phase claims is "other"."""
+    prof = cProfile.Profile()
+    before = rusage()
+    t = time.perf_counter()
+    prof.enable()
+    run()
+    prof.disable()
+    wall = time.perf_counter() - t
+    after = rusage()
+    stats = pstats.Stats(prof).stats  # func -> (cc, nc, tottime, cumtime, {caller: (.., tt, ct)})
+
+    def own_phase(func) -> str | None:
+        path, _, name = func
+        if "dslrec" not in path.replace("\\", "/"):
+            return None
+        if "/models/" in path.replace("\\", "/"):
+            return "scores"
+        return PHASES.get(name)
+
+    shares: dict = {}
+
+    def share(func, seen=()) -> dict[str, float]:
+        """{phase: fraction} of ``func``'s time."""
+        if func in shares:
+            return shares[func]
+        phase = own_phase(func)
+        if phase:
+            out = {phase: 1.0}
+        else:
+            callers = {c: v[3] for c, v in stats.get(func, (0, 0, 0, 0, {}))[4].items() if c not in seen}
+            total = sum(callers.values())
+            out = {}
+            for c, ct in callers.items():
+                for p, f in share(c, seen + (func,)).items():
+                    out[p] = out.get(p, 0.0) + f * (ct / total if total else 1 / len(callers))
+            out = out or {"other": 1.0}
+        if not seen:
+            shares[func] = out
+        return out
+
+    phases: dict[str, float] = {}
+    for func, (_, _, tt, _, _) in stats.items():
+        for p, f in share(func).items():
+            phases[p] = phases.get(p, 0.0) + f * tt
+    top = sorted(stats.items(), key=lambda kv: -kv[1][2])[:12]
+    return {
+        "wall_seconds_profiled": wall,
+        # process CPU time and minor page faults of the profiled run (Unix): a fresh score block
+        # per batch is paid again in page faults, seen as system time
+        **({k: after[k] - before[k] for k in after} if after else {}),
+        "seconds": {p: phases.get(p, 0.0) for p in ("scores", "exclusion", "topk", "metrics", "other")},
+        "top_functions_own_seconds": [
+            {"function": f"{Path(f[0]).name}:{f[1]}({f[2]})", "calls": v[1], "seconds": v[2]} for f, v in top
+        ],
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
@@ -112,6 +334,13 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=64)
     ap.add_argument("--repeat", type=int, default=2, help="timed runs of each evaluation (best kept)")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--recbole", metavar="PYTHON",
+                    help="the RecBole venv's interpreter (default .venv-recbole/bin/python if present)")
+    ap.add_argument("--rounds", type=int, default=3, help="alternated dslrec/RecBole rounds (best kept)")
+    ap.add_argument("--recbole-batch", type=int, default=0,
+                    help="users per batch on both sides of the comparison; 0 = evaluate's default")
+    ap.add_argument("--compare-only", action="store_true",
+                    help="only the RecBole comparison and the phase profile (other figures in --out kept)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -119,6 +348,21 @@ def main() -> None:
     print(f"gowalla via {how}: {d.n_users} users, {d.n_items} items, "
           f"train {d.train.nnz}, valid {d.valid.nnz}, test {d.test.nnz} ({t_load:.1f} s)")
     print(f"torch {torch.__version__}, {args.threads} threads, load average {os.getloadavg()[0]:.1f}")
+    previous = json.loads(args.out.read_text()) if args.out.exists() else {}
+    key = f"threads_{args.threads}"
+    phases = profile_phases(dslrec_test_eval("mf", d, args.dim, args.recbole_batch or None))
+    print("dslrec MF test evaluation, profiled: " + ", ".join(
+        f"{p} {v:.2f} s" for p, v in phases["seconds"].items()) + f" (wall {phases['wall_seconds_profiled']:.2f} s"
+        + (f"; cpu user {phases['cpu_user_seconds']:.2f} s, system {phases['cpu_system_seconds']:.2f} s, "
+           f"{phases['minor_page_faults']:,} minor page faults)" if "cpu_user_seconds" in phases else ")"))
+    comparison = compare_recbole(args, d)
+    extra = {"eval_phases": {**previous.get("eval_phases", {}), key: {"backbone": "mf", **phases}}}
+    if comparison is not None:
+        extra["recbole_comparison"] = {**previous.get("recbole_comparison", {}), key: comparison}
+    if args.compare_only:
+        write_json(args.out, {**previous, **extra})
+        print(f"wrote {args.out}")
+        return
     g = torch.Generator().manual_seed(0)
     user_emb = torch.randn(d.n_users, args.dim, generator=g) * 0.1
     item_emb = torch.randn(d.n_items, args.dim, generator=g) * 0.1
@@ -190,6 +434,8 @@ def main() -> None:
         "target_seconds": 10.0,
         "metrics_random_embeddings": metrics,
         "sampled_metrics_random_embeddings": sampled,
+        **{k: previous[k] for k in ("recbole_comparison",) if k in previous},
+        **extra,
     })
     print(f"wrote {args.out}")
 
