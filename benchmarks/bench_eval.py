@@ -14,7 +14,9 @@ dim 64, LightGCN 3 layers) are evaluated on the test split as the training loop 
 evaluation of BPR and LightGCN on the same split is timed by ``benchmarks/recbole_eval.py``,
 run by the RecBole interpreter (``--recbole``, default ``.venv-recbole/bin/python``; create
 it with ``make recbole-env``; without it the comparison is skipped). Both sides use
-``--threads`` threads and score the same number of users per batch (``--recbole-batch``);
+``--threads`` threads; dslrec scores its default batch (a 32 MiB block of scores) and RecBole
+both as many users as 256 MiB of scores hold and dslrec's count (``--recbole-batch``), its
+best kept;
 the two sides alternate over ``--rounds`` rounds and each keeps its minimum. A profiled
 evaluation of MF splits dslrec's time into phases (scores, exclusion, top-k, metrics).
 Written under ``recbole_comparison`` and ``eval_phases``, keyed by thread count, beside the
@@ -193,19 +195,27 @@ def compare_recbole(args, d: Dataset) -> dict | None:
         print(f"RecBole comparison skipped: no {RECBOLE_PYTHON.relative_to(REPO)}; "
               "create it with `make recbole-env` (or pass --recbole PYTHON)")
         return None
-    bs = args.recbole_batch or default_batch_size("cpu", d.n_items)
-    runs = {b: dslrec_test_eval(b, d, args.dim, bs) for b in BACKBONES}
+    ours_bs = default_batch_size("cpu", d.n_items)
+    # RecBole at its best of two batch settings: as many users as 256 MiB of scores (fast for it,
+    # its default of 4,096 (user, item) pairs ranks one user at a time here and takes ~2x longer)
+    # and dslrec's own batch; dslrec at its default
+    batches = args.recbole_batch or sorted({(2**28) // (4 * d.n_items), ours_bs})
+    runs = {b: dslrec_test_eval(b, d, args.dim, None) for b in BACKBONES}
     mine: dict[str, list[float]] = {b: [] for b in BACKBONES}
     theirs: dict[str, list[float]] = {b: [] for b in BACKBONES}
-    metrics = {}
+    metrics: dict = {}
+    by_batch: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-eval-") as tmp:
         split = Path(tmp) / "split.npz"
         write_split(d, split)
-        t = time.perf_counter()
-        rb = RecBole(python, split, args.threads, bs, d.n_items, Path(tmp) / "recbole.log")
-        print(f"RecBole {rb.info['recbole']} ready in {time.perf_counter() - t:.0f} s "
-              f"({rb.info['test_users']} test users, {rb.info['users_per_batch']} per batch, "
-              f"{rb.info['threads']} threads)")
+        servers = []
+        for bs in batches:
+            t = time.perf_counter()
+            servers.append(RecBole(python, split, args.threads, bs, d.n_items, Path(tmp) / f"recbole-{bs}.log"))
+            rb = servers[-1]
+            print(f"RecBole {rb.info['recbole']} ready in {time.perf_counter() - t:.0f} s "
+                  f"({rb.info['test_users']} test users, {rb.info['users_per_batch']} per batch, "
+                  f"{rb.info['threads']} threads)")
         try:
             for r in range(args.rounds):
                 def ours():
@@ -214,16 +224,19 @@ def compare_recbole(args, d: Dataset) -> dict | None:
                         mine[b].append(sec)
 
                 def recbole():
-                    for b, v in rb.round().items():
-                        theirs[b].append(v["seconds"])
-                        metrics[f"recbole_{b}"] = v["metrics"]
+                    for server in servers:
+                        for b, v in server.round().items():
+                            theirs[b].append(v["seconds"])
+                            by_batch.setdefault(f"{b}@{server.info['users_per_batch']}", []).append(v["seconds"])
+                            metrics[f"recbole_{b}"] = v["metrics"]
 
                 for side in ((ours, recbole) if r % 2 == 0 else (recbole, ours)):  # alternate who goes first
                     side()
                 print(f"  round {r + 1}: " + ", ".join(
                     f"{b} {mine[b][-1]:.2f} s vs {theirs[b][-1]:.2f} s" for b in BACKBONES))
         finally:
-            rb.close()
+            for server in servers:
+                server.close()
     rows = [{"backbone": b, "dslrec_seconds": min(mine[b]), "recbole_seconds": min(theirs[b]),
              "ratio": min(mine[b]) / min(theirs[b])} for b in BACKBONES]
     print(f"\n{'backbone':<10} {'dslrec s':>9} {'RecBole s':>10} {'ratio':>7}   "
@@ -234,10 +247,11 @@ def compare_recbole(args, d: Dataset) -> dict | None:
         "rows": rows,
         "threads": args.threads,
         "rounds": args.rounds,
-        "users_per_batch": bs,
-        "all_seconds": {"dslrec": mine, "recbole": theirs},
-        "recbole": {k: rb.info[k] for k in ("recbole", "torch", "numpy", "eval_batch_size",
-                                             "users_per_batch", "test_users", "setup_seconds")},
+        "users_per_batch": {"dslrec": ours_bs, "recbole": batches},
+        "all_seconds": {"dslrec": mine, "recbole": theirs, "recbole_by_batch": by_batch},
+        "recbole": [{k: server.info[k] for k in ("recbole", "torch", "numpy", "eval_batch_size",
+                                                 "users_per_batch", "test_users", "setup_seconds")}
+                    for server in servers],
         "metrics_untrained": {k: {m: float(v) for m, v in ms.items()} for k, ms in metrics.items()},
         "load_average_at_end": os.getloadavg()[0],
     }
@@ -330,15 +344,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[0, 512, 1024, 4096],
-                    help="users per evaluation batch; 0 = evaluate's default (256 MiB of scores)")
+                    help="users per evaluation batch; 0 = evaluate's default (32 MiB of scores)")
     ap.add_argument("--dim", type=int, default=64)
     ap.add_argument("--repeat", type=int, default=2, help="timed runs of each evaluation (best kept)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--recbole", metavar="PYTHON",
                     help="the RecBole venv's interpreter (default .venv-recbole/bin/python if present)")
     ap.add_argument("--rounds", type=int, default=3, help="alternated dslrec/RecBole rounds (best kept)")
-    ap.add_argument("--recbole-batch", type=int, default=0,
-                    help="users per batch on both sides of the comparison; 0 = evaluate's default")
+    ap.add_argument("--recbole-batch", type=int, nargs="+", default=None,
+                    help="RecBole's users per batch (its best is kept; default: 256 MiB of scores and dslrec's batch)")
     ap.add_argument("--compare-only", action="store_true",
                     help="only the RecBole comparison and the phase profile (other figures in --out kept)")
     args = ap.parse_args()
@@ -350,7 +364,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {args.threads} threads, load average {os.getloadavg()[0]:.1f}")
     previous = json.loads(args.out.read_text()) if args.out.exists() else {}
     key = f"threads_{args.threads}"
-    phases = profile_phases(dslrec_test_eval("mf", d, args.dim, args.recbole_batch or None))
+    phases = profile_phases(dslrec_test_eval("mf", d, args.dim, None))
     print("dslrec MF test evaluation, profiled: " + ", ".join(
         f"{p} {v:.2f} s" for p, v in phases["seconds"].items()) + f" (wall {phases['wall_seconds_profiled']:.2f} s"
         + (f"; cpu user {phases['cpu_user_seconds']:.2f} s, system {phases['cpu_system_seconds']:.2f} s, "

@@ -20,7 +20,10 @@ warm-up; variants alternate over ``--rounds`` processes and the fastest time
 is kept, as the machine is shared). Memory is reported whole-process and as
 growth over the process after imports (torch alone is about 250 MB).
 On gowalla, recall@20 of ``recommend`` over every test user is computed for
-each file (int8 against float32). Prints tables of ratios to the dense export;
+each file; the accuracy of int8 against float32 is judged on trained models:
+the accuracy grid's kept MF DSL runs at density 0.2 (``--accuracy-runs``,
+``scripts/sparse_accuracy.py`` writes them), each exported as float32, float16
+and int8 and ranked on its test split. Prints tables of ratios to the dense export;
 writes benchmarks/results/serving.json. Finished run directories under --work
 are reused (delete them to retrain).
 """
@@ -71,7 +74,7 @@ def measure(path: str, n_users: int, seed: int, threads: int, repeats: int = 3) 
     load_s = time.perf_counter() - t0
     after_load = status_kb()["VmRSS"]
     rng = np.random.default_rng(seed)
-    has_items = torch.flatnonzero(torch.diff(rec.seen.indptr) > 0).numpy()
+    has_items = np.flatnonzero(np.diff(rec.seen.indptr.numpy()) > 0)
     users = rec.user_ids()[rng.choice(has_items, size=min(n_users, len(has_items)), replace=False)]
     rec.recommend(users, k=20)  # warm-up; timed below
     times = []
@@ -126,6 +129,26 @@ def recall_from_recommend(path: Path, dataset) -> float:
     out = rec.recommend(dataset.user_ids[users], k=20)
     hits = test[users[:, None], np.maximum(out.items, 0)].toarray() * (out.items >= 0)
     return float((hits.sum(1) / np.minimum(np.diff(test.indptr)[users], 20)).mean())
+
+
+def accuracy_of_dtypes(run_dirs: list[Path], work: Path) -> dict:
+    """recall@20 from ``recommend`` on the test split for each stored dtype of trained runs."""
+    from dslrec.export import export
+    from dslrec.settings import load_dataset, resolve_settings
+
+    out = {}
+    for run_dir in run_dirs:
+        data = load_dataset(resolve_settings(config_file=run_dir / "config.yaml"), progress=False)
+        row = {}
+        for dtype in ("float32", "float16", "int8"):
+            path = work / f"accuracy-{run_dir.name}-{dtype}.dslrec"
+            export(run_dir, path, dtype=dtype)
+            row[dtype] = recall_from_recommend(path, data)
+        row["int8 / float32"] = row["int8"] / row["float32"]
+        out[run_dir.name] = row
+        print(f"  {run_dir.name:<40} recall@20 float32 {row['float32']:.4f}  float16 {row['float16']:.4f}  "
+              f"int8 {row['int8']:.4f}  (int8 {row['int8 / float32']:.4f}x)", flush=True)
+    return out
 
 
 def bench_dataset(name: str, dataset: str, args) -> dict:
@@ -221,6 +244,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rounds", type=int, default=3, help="measurement rounds (fastest time kept)")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-serving")
+    parser.add_argument("--accuracy-runs", default="*__mf__dsl@0.2__seed*",
+                        help="kept runs (benchmarks/results/sparse_accuracy/runs, a glob) whose dtypes' recall is compared")
     parser.add_argument("--measure", help=argparse.SUPPRESS)  # internal: the subprocess's job
     args = parser.parse_args()
     if args.measure:
@@ -247,6 +272,12 @@ def main() -> None:
             dataset = name
         results = bench_dataset(name, dataset, args)
         out["datasets"][name] = {"results": results, **show(name, results, args)}
+    kept = sorted((ROOT / "benchmarks" / "results" / "sparse_accuracy" / "runs").glob(args.accuracy_runs))
+    if kept:
+        print("\naccuracy of the stored dtypes (trained runs of the accuracy grid, real data):")
+        out["accuracy"] = accuracy_of_dtypes(kept, args.work)
+        ratios = [r["int8 / float32"] for r in out["accuracy"].values()]
+        print(f"  int8 recall@20 >= 0.98x float32: worst {min(ratios):.4f}  {'met' if min(ratios) >= 0.98 else 'NOT met'}")
     path = ROOT / "benchmarks" / "results" / "serving.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2) + "\n")

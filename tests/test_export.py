@@ -226,6 +226,7 @@ def test_scoring_in_blocks_equals_one_product(name, runs, small, tmp_path, monke
     monkeypatch.setattr(rows, "BLOCK_ELEMENTS", 100)
     monkeypatch.setattr(ranking, "MIN_BLOCK", 13)
     assert ranking.plan_blocks(small.n_users, small.n_items, 4 * 7 * 13) == (7, 13)
+    assert ranking.plan_blocks(3, small.n_items, 4 * 7 * 13, max_block=20) == (3, 20)  # few users: capped block
     tiny = Recommender(load(path), score_bytes=4 * 7 * 13)  # 7 users x 13 items
     blocked = tiny.recommend(small.user_ids, k=K, batch_size=None)
     assert np.array_equal(blocked.items, whole.items)

@@ -5,8 +5,9 @@
 
 Ranking is ``dslrec.evaluate.ranking.rank_batch``, the kernel evaluation uses:
 the catalogue is scored in blocks of items, a batch of users at a time, both
-sized so that one block of float32 scores fits ``score_bytes`` (64 MiB by
-default, not a function of the catalogue), and each block's exact top-k is
+sized so that one block of float32 scores fits ``score_bytes`` (8 MiB by
+default, not a function of the catalogue; blocks of at most 16,384 items, so a
+table's block made dense stays small too), and each block's exact top-k is
 merged into a running list. Ties go to the lower item index; with
 ``exclude_seen`` the user's training items are never ranked; NaN / -inf model
 scores rank after every real candidate.
@@ -55,7 +56,8 @@ from dslrec.export.rows import BLOCK_ELEMENTS, DenseRows, Rows, SparseRows
 UNKNOWN = ("error", "popular")
 # NeuMF materialises (users x items x width) activations; one chunk stays under this many floats.
 CHUNK_ELEMENTS = 1 << 24
-SCORE_BYTES = 64 << 20  # a block of float32 scores (users x items) while ranking
+SCORE_BYTES = 8 << 20  # a block of float32 scores (users x items) while ranking; small blocks stay in cache
+MAX_BLOCK = 16384  # items per block: a table's block made dense stays small (4 MB at 64 columns)
 USERS_PER_CALL = 1 << 16  # users whose dense rows are made at once
 
 
@@ -317,7 +319,7 @@ class Recommender:
         items = np.full((len(query), k), -1, dtype=np.int64)
         scores = np.full((len(query), k), -np.inf, dtype=np.float32)
         known = np.flatnonzero(idx >= 0)
-        batch, block = plan_blocks(min(len(known), USERS_PER_CALL), self.n_items, self.score_bytes)
+        batch, block = plan_blocks(min(len(known), USERS_PER_CALL), self.n_items, self.score_bytes, MAX_BLOCK)
         if batch_size is not None:
             batch = batch_size
         for start in range(0, len(known), USERS_PER_CALL):  # the dense user rows of a call stay small
