@@ -157,6 +157,23 @@ MUTANTS = [
            "src/dslrec/export/commands.py",
            (("exclude_seen=args.exclude_seen, unknown=args.unknown", "exclude_seen=True, unknown=args.unknown"),),
            ("tests/test_export.py",)),
+    Mutant("block_merge_prefers_later_items", "merging item blocks' top lists, a tie goes to the later block's item",
+           "src/dslrec/evaluate/ranking.py",
+           (("    v = torch.cat([vals, more_vals], dim=1)\n    i = torch.cat([items, more_items], dim=1)",
+             "    v = torch.cat([more_vals, vals], dim=1)\n    i = torch.cat([more_items, items], dim=1)"),),
+           ("tests/test_metrics.py", "tests/test_export.py")),
+    Mutant("block_exclusion_first_only", "seen items are excluded in the first item block only",
+           "src/dslrec/evaluate/ranking.py",
+           (("            _exclude_block(scores, r, c)\n", "            _exclude_block(scores, r, c) if start == 0 else None\n"),),
+           ("tests/test_metrics.py", "tests/test_export.py")),
+    Mutant("int8_scales_ignored", "int8 tables are served without their row scales",
+           "src/dslrec/export/rows.py",
+           (("        return out if scales is None else out.mul_(scales[:, None])", "        return out"),),
+           ("tests/test_export.py",)),
+    Mutant("bitmap_order_reversed", "a per-row bitmap's bits are read in the opposite order",
+           "src/dslrec/export/rows.py",
+           (("    bits = (packed[..., None] >> _BITS) & 1", "    bits = (packed[..., None] >> (7 - _BITS)) & 1"),),
+           ("tests/test_export.py",)),
 ]
 
 
