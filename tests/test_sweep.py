@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from dslrec.cli import main
 from dslrec.errors import DslrecError
 from dslrec.experiments import report, sweep as sw
+from test_cli_input import one_line_error
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -27,14 +27,6 @@ method: [dense, dsl, static]
 density: [0.5, 0.2]
 seed: [0, 1]
 """
-
-
-def one_line_error(capsys, argv: list[str]) -> str:
-    code = main(argv)
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert "Traceback" not in err and err.count("\n") == 1 and err.startswith("dslrec: error: "), err
-    return err
 
 
 def assert_png(path: Path) -> None:

@@ -71,6 +71,11 @@ def _save(fig, out: Path, name: str) -> str:
     return rel
 
 
+def figure(fig, out: Path, name: str, alt: str, caption: str) -> list[str]:
+    """Save ``fig`` as ``figures/NAME.png``; the report's lines that show it and say what it shows."""
+    return [f"![{alt}]({_save(fig, out, name)})", "", caption, ""]
+
+
 def _slug(*parts: str) -> str:
     return "_".join("".join(c if c.isalnum() or c in ".-" else "-" for c in p) for p in parts)
 
@@ -111,23 +116,41 @@ def sweep_report(folder: Path, out: Path) -> str:
         title = f"{model} on {dataset}" + (f" ({extra})" if extra else "")
         seeds = max(len(g.rows) for g in gs)
         lines += [f"## {title}", ""]
-        fig = accuracy_figure(plt, gs, (recall, ndcg), colours, title, seeds)
-        rel = _save(fig, out, _slug("accuracy_vs_density", dataset, model, *[str(v) for _, v in key[2:]]))
-        lines += [f"![test {recall} and {ndcg} against density, {title}]({rel})", "",
-                  f"Test {recall} (left) and {ndcg} (right) against the density, the fraction of the sparsifiable "
-                  "weights kept active (log scale). One line per method, error bars: ± one standard deviation over "
-                  "seeds; the grey band is dense training (mean ± std). Methods run at one density are single "
-                  "points.", ""]
-        fig = cost_figure(plt, gs, recall, colours, title)
-        rel = _save(fig, out, _slug("cost_frontier", dataset, model, *[str(v) for _, v in key[2:]]))
-        lines += [f"![test {recall} against training cost and model size, {title}]({rel})", "",
-                  f"Test {recall} against the training cost of the whole run (left: GMACs, estimated as in the "
-                  "table) and the model's size (right: KB of the compact float32 weights), both on log scales. "
-                  "Each point is a method at one density (mean over seeds, ± std); the dashed line joins the "
-                  "frontier: the points no other point beats on both accuracy and cost.", ""]
+        suffix = [str(v) for _, v in key[2:]]
+        lines += figure(accuracy_figure(plt, gs, (recall, ndcg), colours, title, seeds), out,
+                        _slug("accuracy_vs_density", dataset, model, *suffix),
+                        f"test {recall} and {ndcg} against density, {title}",
+                        f"Test {pretty(recall)} (left) and {pretty(ndcg)} (right) against the density, the fraction "
+                        "of the sparsifiable weights kept active (log scale). One line per method, error bars: ± one "
+                        "standard deviation over seeds; the dashed line and grey band are dense training (mean ± "
+                        "std). Methods run at one density are single points.")
+        lines += figure(cost_figure(plt, gs, recall, colours, title), out,
+                        _slug("cost_frontier", dataset, model, *suffix),
+                        f"test {recall} against training cost and model size, {title}",
+                        f"Test {pretty(recall)} against the training cost of the whole run (left: GMACs, estimated "
+                        "as in the table) and the model's size (right: KB of the compact float32 weights), both on "
+                        "log scales. Each point is a method at one density (the small number; mean over seeds, "
+                        "± std); the dotted line joins the frontier: the points no other point beats on both "
+                        "accuracy and cost.")
     lines += ["Reproduce: `dslrec sweep --config " + str(plan.get("source", "SWEEP.yaml")) +
               "` (finished runs are kept and skipped), then `dslrec report " + str(folder) + "`.", ""]
     return "\n".join(lines)
+
+
+def pretty(metric: str) -> str:
+    """recall@20 -> Recall@20, ndcg@20 -> NDCG@20 (as papers write them)."""
+    name, _, k = metric.partition("@")
+    return {"recall": "Recall", "ndcg": "NDCG", "precision": "Precision", "hitrate": "HitRate",
+            "mrr": "MRR"}.get(name, name) + (f"@{k}" if k else "")
+
+
+def _plain_log_ticks(axis) -> None:
+    """Tick labels of a log axis as plain numbers (0.1, 200, 1,000), not powers of ten."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 10 else f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def _method_colours(groups: list[sw.Group]) -> dict[str, tuple]:
@@ -166,7 +189,7 @@ def accuracy_figure(plt, groups: list[sw.Group], metrics: tuple[str, str], colou
             m, s = d.mean(metric), d.std(metric)
             ax.axhline(m, color="0.25", lw=1.5, ls="--", zorder=1)
             ax.axhspan(m - s, m + s, color="0.6", alpha=0.3, zorder=0)
-            ax.plot([], [], color="0.25", ls="--", label=f"dense ({m:.4f})")
+            ax.plot([], [], color="0.25", ls="--", label="dense (band: ± std)")
         for name, gs in by_method.items():
             gs = sorted(gs, key=lambda g: g.rows[0]["density_value"])
             x = [g.rows[0]["density_value"] for g in gs]
@@ -175,8 +198,8 @@ def accuracy_figure(plt, groups: list[sw.Group], metrics: tuple[str, str], colou
                         marker=marker, ms=5, lw=1.4 if len(gs) > 1 else 0, elinewidth=1, capsize=3, label=name,
                         zorder=3)
         _density_axis(ax, densities)
-        ax.set_ylabel(f"test {metric.replace('recall', 'Recall').replace('ndcg', 'NDCG')}")
-        ax.set_title(f"test {metric} against density")
+        ax.set_ylabel(f"test {pretty(metric)}")
+        ax.set_title(f"test {pretty(metric)} against density")
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), title="method")
     fig.suptitle(f"{title}: test metrics at the best validation epoch (mean ± std over {seeds} seeds)")
@@ -220,9 +243,10 @@ def cost_figure(plt, groups: list[sw.Group], metric: str, colours: dict, title: 
             f = frontier(points)
             ax.plot([p[0] for p in f], [p[1] for p in f], color="0.4", ls=":", lw=1.2, zorder=2, label="frontier")
         ax.set_xscale("log")
+        _plain_log_ticks(ax.xaxis)
         ax.set_xlabel(xlabel)
-        ax.set_ylabel(f"test {metric}")
-        ax.set_title(f"test {metric} against {'training cost' if key.startswith('train') else 'model size'}")
+        ax.set_ylabel(f"test {pretty(metric)}")
+        ax.set_title(f"test {pretty(metric)} against {'training cost' if key.startswith('train') else 'model size'}")
     handles, labels = axes[0].get_legend_handles_labels()
     seen, h2, l2 = set(), [], []
     for h, lab in zip(handles, labels):
@@ -263,30 +287,28 @@ def run_report(folder: Path, out: Path) -> str:
     if not records:
         return "\n".join(lines + ["The run has no log records yet.", ""])
     popular = ((summary or {}).get("popularity") or {}).get("valid", {}).get(metric)
-    fig = training_figure(plt, records, metric, (summary or {}).get("best_epoch"), popular, name)
-    rel = _save(fig, out, "training")
-    lines += ["## Training", "", f"![training loss and validation {metric}]({rel})", "",
-              f"Left: the mean training loss of each epoch. Right: validation {metric} at each evaluated epoch; the "
-              "dotted line marks the best epoch (its weights are the ones tested), the grey line ranking by "
-              "training popularity." + (" Shaded spans are the phases of the method." if _phases(records)[1:] else ""),
-              ""]
+    lines += ["## Training", ""] + figure(
+        training_figure(plt, records, metric, (summary or {}).get("best_epoch"), popular, name), out, "training",
+        f"training loss and validation {metric}",
+        f"Left: the mean training loss of each epoch. Right: validation {pretty(metric)} at each evaluated epoch; "
+        "the dotted line marks the best epoch (its weights are the ones tested), the grey line ranking by training "
+        "popularity." + (" Shaded spans are the phases of the method." if _phases(records)[1:] else ""))
     sparse = [r for r in records if "sparse" in r]
     if sparse:
-        fig = exploration_figure(plt, records, name)
-        rel = _save(fig, out, "exploration")
-        lines += ["## Exploration", "", f"![update ratio, weights moved and exploration rate]({rel})", "",
-                  "Left: the update ratio zeta_t (the fraction of active weights a mask update moves) at the end of "
-                  "each epoch. Middle: weights moved (pruned and regrown) per mask update, mean over the epoch's "
-                  "updates. Right: the exploration rate, the share of all sparsifiable positions that have been "
-                  "active at least once.", ""]
+        lines += ["## Exploration", ""] + figure(
+            exploration_figure(plt, records, name), out, "exploration",
+            "update ratio, weights moved and exploration rate",
+            "Left: the update ratio zeta_t (the fraction of active weights a mask update moves) at the end of each "
+            "epoch. Middle: weights moved (pruned and regrown) per mask update, mean over the epoch's updates. "
+            "Right: the exploration rate, the share of all sparsifiable positions that have been active at least "
+            "once.")
         spread = budget_spread(folder, sparse)
         if spread is not None:
-            fig, start_label = budget_figure(plt, spread, name)
-            rel = _save(fig, out, "budget")
-            lines += ["## Where the budget went", "", f"![active weights per user and item group]({rel})", "",
-                      "Active weights per user (left) and per item (right), mean over each popularity group (10 "
-                      "groups holding equal shares of the training interactions; group 1 the least active users or "
-                      f"least popular items), {start_label} and at the end of training.", ""]
+            lines += ["## Where the budget went", ""] + figure(
+                budget_figure(plt, spread, name), out, "budget", "active weights per user and item group",
+                "Active weights per user (left) and per item (right), mean over each popularity group (10 groups "
+                "holding equal shares of the training interactions; group 1 the least active users or least "
+                f"popular items), {spread['start_label']} and at the end of training.")
     return "\n".join(lines)
 
 
@@ -340,14 +362,14 @@ def training_figure(plt, records: list[dict], metric: str, best_epoch, popular, 
     a.set_title("training loss")
     ev = [r for r in records if "valid" in r and metric in r["valid"]]
     b.plot([r["epoch"] for r in ev], [r["valid"][metric] for r in ev], color="C1", marker="o", ms=3, lw=1.4,
-           label=f"validation {metric}")
+           label=f"validation {pretty(metric)}")
     if popular is not None:
         b.axhline(popular, color="0.5", lw=1, label=f"popularity ranking ({popular:.4f})")
     if best_epoch is not None:
         b.axvline(best_epoch, color="k", ls=":", lw=1, label=f"best epoch ({best_epoch})")
     b.set_xlabel("epoch")
-    b.set_ylabel(f"validation {metric}")
-    b.set_title(f"validation {metric}")
+    b.set_ylabel(f"validation {pretty(metric)}")
+    b.set_title(f"validation {pretty(metric)}")
     b.legend(loc="lower right")
     for ax in (a, b):
         _shade_phases(ax, records)
@@ -443,15 +465,12 @@ def budget_figure(plt, spread: dict[str, Any], title: str):
         ax.bar(x - 0.2, np.asarray(start) / div, width=0.4, color="0.65", label=spread["start_label"])
         ax.bar(x + 0.2, np.asarray(end) / div, width=0.4, color="C0", label="end of training")
         ax.set_xticks(x)
-        ax.set_xlabel(f"{entity} popularity group (1 = least {'active' if entity == 'user' else 'popular'}, "
-                      f"10 = most)")
+        ax.set_xticklabels([f"{g}\n({n:,})" for g, n in zip(x, sizes)] if per else [str(g) for g in x])
+        ax.set_xlabel(f"{entity} popularity group: 1 = least {'active' if entity == 'user' else 'popular'}, "
+                      f"10 = most" + (f" (in brackets: {entity}s in the group)" if per else ""))
         ax.set_ylabel(f"active weights per {entity}" if per else f"active weights of the group's {entity}s")
         ax.set_title(f"{entity}s: active weights by popularity group")
         ax.legend(loc="upper left")
-        if per:
-            for xi, n in zip(x, sizes):
-                ax.text(xi, 0, f"{n:,}", ha="center", va="bottom", fontsize=6.5, color="white", rotation=90)
-    fig.suptitle(f"{title}: where the budget went (numbers in the bars: {'/'.join(e + 's' for e in entities)} "
-                 "in the group)")
+    fig.suptitle(f"{title}: where the budget went")
     fig.tight_layout()
-    return fig, spread["start_label"]
+    return fig
