@@ -24,9 +24,8 @@ def flat(path: Path) -> dict:
 def test_paper_configs_hold_the_papers_settings(path):
     cfg = flat(path)
     assert path.stem == f"{cfg['model']}-{cfg['dataset']}"
-    paper = models.paper_settings(cfg["model"])
-    assert {k: cfg[PAPER_KEY_ALIASES.get(k, k)] for k in paper} == {PAPER_KEY_ALIASES.get(k, k): v for k, v in
-                                                                      paper.items()}
+    paper = {PAPER_KEY_ALIASES.get(k, k): v for k, v in models.paper_settings(cfg["model"]).items()}
+    assert {k: cfg[k] for k in paper} == paper
     # the paper's DSL: one budget per tensor, growth by one batch's gradient, every epoch trained
     assert (cfg["method"], cfg["scope"], cfg["grow"], cfg["device"], cfg["patience"]) == (
         "dsl", "per_tensor", "gradient", "auto", 0)
