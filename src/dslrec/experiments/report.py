@@ -294,7 +294,13 @@ def run_report(folder: Path, out: Path) -> str:
         "the dotted line marks the best epoch (its weights are the ones tested), the grey line ranking by training "
         "popularity." + (" Shaded spans are the phases of the method." if _phases(records)[1:] else ""))
     sparse = [r for r in records if "sparse" in r]
-    if sparse:
+    if sparse and not any(r["sparse"].get("method") == "dsl" for r in sparse):
+        lines += ["## Budget over training", ""] + figure(
+            active_figure(plt, records, name), out, "active", "active parameters over training",
+            "Active parameters (dense ones and the active weights of the sparsified tensors) at the end of each "
+            "epoch: methods that train dense first reach their budget only later; the mask is never pruned and "
+            "regrown, so there is no update ratio or exploration to show.")
+    elif sparse:
         lines += ["## Exploration", ""] + figure(
             exploration_figure(plt, records, name), out, "exploration",
             "update ratio, weights moved and exploration rate",
@@ -302,13 +308,15 @@ def run_report(folder: Path, out: Path) -> str:
             "epoch. Middle: weights moved (pruned and regrown) per mask update, mean over the epoch's updates. "
             "Right: the exploration rate, the share of all sparsifiable positions that have been active at least "
             "once.")
-        spread = budget_spread(folder, sparse)
-        if spread is not None:
-            lines += ["## Where the budget went", ""] + figure(
-                budget_figure(plt, spread, name), out, "budget", "active weights per user and item group",
-                "Active weights per user (left) and per item (right), mean over each popularity group (10 groups "
-                "holding equal shares of the training interactions; group 1 the least active users or least "
-                f"popular items), {spread['start_label']} and at the end of training.")
+    spread = budget_spread(folder, sparse) if sparse else None
+    if spread is not None:
+        if sparse[0] is not records[0]:  # a dense phase came first (oneshot, lth)
+            spread["start_label"] = spread["start_label"].replace("first step", "first sparse phase's first step")
+        lines += ["## Where the budget went", ""] + figure(
+            budget_figure(plt, spread, name), out, "budget", "active weights per user and item group",
+            "Active weights per user (left) and per item (right), mean over each popularity group (10 groups "
+            "holding equal shares of the training interactions; group 1 the least active users or least "
+            f"popular items), {spread['start_label']} and at the end of training.")
     return "\n".join(lines)
 
 
@@ -349,8 +357,8 @@ def _shade_phases(ax, records: list[dict]) -> None:
     for i, (name, a, b) in enumerate(phases):
         if i % 2:
             ax.axvspan(a - 0.5, b + 0.5, color="0.9", zorder=0)
-        ax.text((a + b) / 2, 1.0, name, transform=ax.get_xaxis_transform(), ha="center", va="bottom", fontsize=7,
-                color="0.35")
+        ax.text((a + b) / 2, 0.98, name, transform=ax.get_xaxis_transform(), ha="center", va="top", fontsize=7.5,
+                color="0.35", clip_on=True)
 
 
 def training_figure(plt, records: list[dict], metric: str, best_epoch, popular, title: str):
@@ -382,8 +390,12 @@ def exploration_figure(plt, records: list[dict], title: str):
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.9))
     sparse = [r for r in records if "sparse" in r]
     epochs = [r["epoch"] for r in sparse]
-    zeta = [r["sparse"].get("zeta_now") for r in sparse]
-    axes[0].plot(epochs, [math.nan if z is None else z for z in zeta], color="C2", lw=1.5)
+    # the update ratio is DSL's (the other methods' engines report a schedule they do not use)
+    zeta = [r["sparse"].get("zeta_now") if r["sparse"].get("method") == "dsl" else None for r in sparse]
+    if any(z is not None for z in zeta):
+        axes[0].plot(epochs, [math.nan if z is None else z for z in zeta], color="C2", lw=1.5)
+    else:
+        _no_data(axes[0], f"no update ratio: {sparse[0]['sparse'].get('method')} does not prune and regrow")
     axes[0].set_ylabel("update ratio zeta_t (fraction of active)")
     axes[0].set_title("update ratio zeta_t")
     moved = [(r["epoch"], r["sparse"]["moved"] / r["sparse"]["updates"]) for r in sparse
@@ -391,7 +403,7 @@ def exploration_figure(plt, records: list[dict], title: str):
     if moved:
         axes[1].plot([m[0] for m in moved], [m[1] for m in moved], color="C3", marker="o", ms=2.5, lw=1.2)
     else:
-        axes[1].text(0.5, 0.5, "no mask update in this run", transform=axes[1].transAxes, ha="center", color="0.4")
+        _no_data(axes[1], "no mask update in this run")
     axes[1].set_ylabel("weights moved per mask update")
     axes[1].set_title("weights moved per update")
     axes[1].yaxis.set_major_formatter(_thousands())
@@ -401,11 +413,30 @@ def exploration_figure(plt, records: list[dict], title: str):
     for ax in axes:
         ax.set_xlabel("epoch")
         _shade_phases(ax, sparse)
-    axes[0].set_ylim(bottom=0)
-    axes[1].set_ylim(bottom=0)
+    for ax in axes[:2]:
+        ax.set_ylim(bottom=0)
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def active_figure(plt, records: list[dict], title: str):
+    fig, ax = plt.subplots(figsize=(7, 3.9))
+    ax.plot([r["epoch"] for r in records], [r["active"] for r in records], color="C0", lw=1.5)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("active parameters")
+    ax.set_ylim(bottom=0)
+    ax.yaxis.set_major_formatter(_thousands())
+    ax.set_title("active parameters at the end of each epoch")
+    _shade_phases(ax, records)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def _no_data(ax, text: str) -> None:
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color="0.4", wrap=True)
+    ax.set_yticks([])
 
 
 def _thousands():
@@ -470,7 +501,9 @@ def budget_figure(plt, spread: dict[str, Any], title: str):
                       f"10 = most" + (f" (in brackets: {entity}s in the group)" if per else ""))
         ax.set_ylabel(f"active weights per {entity}" if per else f"active weights of the group's {entity}s")
         ax.set_title(f"{entity}s: active weights by popularity group")
-        ax.legend(loc="upper left")
+        top = max(np.max(np.asarray(start) / div), np.max(np.asarray(end) / div))
+        ax.set_ylim(0, top * 1.3)  # room for the legend above the bars
+        ax.legend(loc="upper left", ncol=2)
     fig.suptitle(f"{title}: where the budget went")
     fig.tight_layout()
     return fig
