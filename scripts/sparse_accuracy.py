@@ -1,13 +1,14 @@
-"""The README's "Sparse methods on one budget" table: a thin wrapper over one sweep file.
+"""The README's "Sparse methods on one budget" tables: a thin wrapper over two sweep files.
 
-    .venv/bin/python scripts/sparse_accuracy.py            # dslrec sweep + dslrec report
-    .venv/bin/python scripts/sparse_accuracy.py --readme   # ... and writes the table into README.md
+    .venv/bin/python scripts/sparse_accuracy.py            # dslrec sweep + dslrec report, for each
+    .venv/bin/python scripts/sparse_accuracy.py --readme   # ... and writes the tables into README.md
 
 The same as ``dslrec sweep --config sweeps/sparse_accuracy.yaml --jobs 2`` followed by ``dslrec
-report benchmarks/results/sparse_accuracy``: the grid, its settings and the choices behind them are
-in the sweep file. Finished runs are kept under the sweep's ``runs/`` and not repeated; ``--readme``
-puts the sweep's ``results.md`` table between the README's ``sparse-accuracy`` markers. How the DSL
-variant and the intervals were chosen: ``scripts/dsl_selection.py``.
+report benchmarks/results/sparse_accuracy`` (and the same for ``sparse_accuracy_ml1m``): the grids,
+their settings and the choices behind them are in the sweep files. Finished runs are kept under each
+sweep's ``runs/`` and not repeated; ``--readme`` puts each sweep's ``results.md`` table between the
+README's ``sparse-accuracy`` (``sparse-accuracy-ml1m``) markers. How the DSL variant and the
+intervals were chosen: ``scripts/dsl_selection.py``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SWEEP = REPO / "sweeps" / "sparse_accuracy.yaml"
+SWEEPS = {"sparse-accuracy": "sparse_accuracy.yaml", "sparse-accuracy-ml1m": "sparse_accuracy_ml1m.yaml"}
 
 
 def main() -> int:
@@ -32,14 +33,15 @@ def main() -> int:
     from dslrec.experiments.report import write_report
     from dslrec.experiments.sweep import run_sweep
 
-    sweep = run_sweep(SWEEP, jobs=args.jobs)
-    print(f"report: {write_report(sweep.out)}")
-    if args.readme:
-        table = (sweep.out / "results.md").read_text().split("\n\nRun folders")[0].strip()
-        readme = REPO / "README.md"
-        block = f"<!-- sparse-accuracy:start -->\n{table}\n<!-- sparse-accuracy:end -->"
-        readme.write_text(re.sub(r"<!-- sparse-accuracy:start -->.*<!-- sparse-accuracy:end -->", lambda _: block,
-                                 readme.read_text(), flags=re.S))
+    for marker, name in SWEEPS.items():
+        sweep = run_sweep(REPO / "sweeps" / name, jobs=args.jobs)
+        print(f"report: {write_report(sweep.out)}")
+        if args.readme:
+            table = (sweep.out / "results.md").read_text().split("\n\nRun folders")[0].strip()
+            readme = REPO / "README.md"
+            block = f"<!-- {marker}:start -->\n{table}\n<!-- {marker}:end -->"
+            readme.write_text(re.sub(f"<!-- {marker}:start -->.*<!-- {marker}:end -->", lambda _: block,
+                                     readme.read_text(), flags=re.S))
     return 0
 
 

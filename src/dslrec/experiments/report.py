@@ -144,11 +144,13 @@ def pretty(metric: str) -> str:
             "mrr": "MRR"}.get(name, name) + (f"@{k}" if k else "")
 
 
-def _plain_log_ticks(axis) -> None:
-    """Tick labels of a log axis as plain numbers (0.1, 200, 1,000), not powers of ten."""
+def _plain_log_ticks(axis, values: list[float]) -> None:
+    """Tick labels of a log axis as plain numbers (0.1, 200, 1,000), not powers of ten: at 1, 2 and 5
+    times the powers of ten, or at every multiple when the values span less than a decade."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    narrow = bool(values) and max(values) < 10 * min(values)
+    axis.set_major_locator(LogLocator(base=10, subs=tuple(range(1, 10)) if narrow else (1.0, 2.0, 5.0)))
     axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 10 else f"{v:g}"))
     axis.set_minor_formatter(NullFormatter())
 
@@ -243,7 +245,7 @@ def cost_figure(plt, groups: list[sw.Group], metric: str, colours: dict, title: 
             f = frontier(points)
             ax.plot([p[0] for p in f], [p[1] for p in f], color="0.4", ls=":", lw=1.2, zorder=2, label="frontier")
         ax.set_xscale("log")
-        _plain_log_ticks(ax.xaxis)
+        _plain_log_ticks(ax.xaxis, [p[0] for p in points])
         ax.set_xlabel(xlabel)
         ax.set_ylabel(f"test {pretty(metric)}")
         ax.set_title(f"test {pretty(metric)} against {'training cost' if key.startswith('train') else 'model size'}")

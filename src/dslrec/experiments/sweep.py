@@ -480,7 +480,7 @@ def table_rows(groups: list[Group], recall: str, ndcg: str) -> tuple[list[str], 
                     + [_pm(g.mean(recall), g.std(recall)) + rel, _pm(g.mean(ndcg), g.std(ndcg)),
                        f"{mean_active:,.0f} ({mean_active / r0['params_total']:.0%})",
                        f"{max(g.values('peak_active')):,}",
-                       _count(g.mean("train_macs_run_est"), 1e9, ",.1f"), _count(g.mean("inference_macs"), 1e9, ",.2f"),
+                       _count(g.mean("train_macs_run_est"), 1e9, ".3g"), _count(g.mean("inference_macs"), 1e9, ".3g"),
                        _count(g.mean("model_bytes"), 1e3, ",.0f"), _count(g.mean("train_s"), 1.0, ",.0f"),
                        str(len(g.rows))])
     return head, rows
