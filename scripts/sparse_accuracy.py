@@ -34,8 +34,8 @@ def main() -> int:
     from dslrec.experiments.sweep import run_sweep
 
     for marker, name in SWEEPS.items():
-        sweep = run_sweep(REPO / "sweeps" / name, jobs=args.jobs)
-        print(f"report: {write_report(sweep.out)}")
+        sweep = run_sweep(Path("sweeps") / name, jobs=args.jobs)  # relative: the report names the commands
+        print(f"report: {write_report(sweep.out.relative_to(REPO))}")
         if args.readme:
             table = (sweep.out / "results.md").read_text().split("\n\nRun folders")[0].strip()
             readme = REPO / "README.md"

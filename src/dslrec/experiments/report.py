@@ -146,11 +146,11 @@ def pretty(metric: str) -> str:
 
 def _plain_log_ticks(axis, values: list[float]) -> None:
     """Tick labels of a log axis as plain numbers (0.1, 200, 1,000), not powers of ten: at 1, 2 and 5
-    times the powers of ten, or at every multiple when the values span less than a decade."""
+    times the powers of ten (also 3 and 7 times when the values span less than a decade)."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     narrow = bool(values) and max(values) < 10 * min(values)
-    axis.set_major_locator(LogLocator(base=10, subs=tuple(range(1, 10)) if narrow else (1.0, 2.0, 5.0)))
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 3.0, 5.0, 7.0) if narrow else (1.0, 2.0, 5.0)))
     axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 10 else f"{v:g}"))
     axis.set_minor_formatter(NullFormatter())
 
