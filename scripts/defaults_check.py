@@ -24,7 +24,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
-from sparse_accuracy import run_jobs  # noqa: E402
+from dsl_selection import run_jobs  # noqa: E402
 
 # small and mid-sized data in ../shared/data (ml-100k and citeulike-t are split 80/10/10 per user,
 # ml-1m keeps its own split with validation carved from training)

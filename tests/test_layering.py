@@ -17,7 +17,9 @@ LAYERS = [
     {"dslrec.settings", "dslrec.rundir"},
     {"dslrec.export"},
     {"dslrec.training"},
-    {"dslrec.cli", "dslrec.demo", "dslrec.data.commands", "dslrec.training.commands", "dslrec.export.commands"},
+    {"dslrec.experiments"},
+    {"dslrec.cli", "dslrec.demo", "dslrec.data.commands", "dslrec.training.commands", "dslrec.export.commands",
+     "dslrec.experiments.commands"},
 ]
 # The package root is the public facade: it may name anything (lazily), and what others take from it
 # is only its version string.

@@ -15,7 +15,8 @@ from dslrec import __version__
 from dslrec.errors import DslrecError
 
 # module path of each subcommand group, in the order shown by --help
-COMMANDS = ("dslrec.data.commands", "dslrec.training.commands", "dslrec.export.commands")
+COMMANDS = ("dslrec.data.commands", "dslrec.training.commands", "dslrec.export.commands",
+            "dslrec.experiments.commands")
 
 
 def build_parser() -> argparse.ArgumentParser:

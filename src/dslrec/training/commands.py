@@ -98,6 +98,9 @@ def register(sub) -> None:
     p.add_argument("--device", help="auto | cpu | cuda (default auto)")
     p.add_argument("--seed", type=int)
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    p.add_argument("--tensorboard", nargs="?", const=True, metavar="DIR",
+                   help="also log each epoch's scalars for TensorBoard, into DIR (default RUN_DIR/tensorboard); "
+                        "needs the optional extra: pip install 'dslrec[tensorboard]'")
     for action in p._actions:  # named settings without a help of their own say what they mean
         if action.help is None and action.dest in MEANINGS:
             action.help = MEANINGS[action.dest].split(":")[0] if action.choices else MEANINGS[action.dest]
@@ -139,9 +142,10 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     if args.resume:
         # --config and --out are checked against the run (train refuses what would change it)
         summary = train(resume=args.resume, config_file=args.config, out=args.out, progress=not args.quiet,
-                        **settings)
+                        tensorboard=args.tensorboard, **settings)
     else:
-        summary = train(settings, config_file=args.config, out=args.out, progress=not args.quiet)
+        summary = train(settings, config_file=args.config, out=args.out, progress=not args.quiet,
+                        tensorboard=args.tensorboard)
     print(format_summary(summary))
     return 0
 

@@ -134,6 +134,7 @@ class Trainer:
         self.reference = reference
         self.spread = BudgetSpread(dataset)
         self.records: list[dict] = []
+        self.on_record = None  # called with each epoch's record once it is logged
         self.global_epoch = 0
         self.tensor_bytes: dict[str, int] = {}
 
@@ -193,6 +194,9 @@ class Trainer:
                 best_state = rundir.load_weights(self.run_dir / rundir.BEST)
         else:
             self.budget.observe(model, engine, steps=0)
+        # where the budget is before the first step (kept in the phase's first record: the report's "start")
+        spread_start = (self.spread(engine.shapes, engine.axis_counts)
+                        if engine is not None and resume is None else None)
 
         for epoch in range(start_epoch, n_epochs):
             t0 = time.perf_counter()
@@ -209,6 +213,8 @@ class Trainer:
             if engine is not None:
                 record["sparse"] = engine.epoch_record()
                 record["sparse"]["spread"] = self.spread(engine.shapes, engine.axis_counts)
+                if spread_start is not None:
+                    record["sparse"]["spread_start"], spread_start = spread_start, None
             eligible = engine is None or getattr(engine, "at_target", lambda: True)()
             last = epoch == n_epochs - 1
             if (epoch + 1) % cfg.eval_every == 0 or last:
@@ -229,6 +235,8 @@ class Trainer:
                 self.say(f"epoch {self.global_epoch:4d} [{phase.name}] loss {loss:.4f}  "
                          f"{cfg.metric} {value:.4f}  ({train_s:.1f}s)")
             self.records.append(record)
+            if self.on_record is not None:  # e.g. TensorBoard (--tensorboard)
+                self.on_record(record)
             stop = cfg.patience > 0 and bad_evals >= cfg.patience
             # checkpoint first (it carries the log records too), then the log: a kill between
             # the two never leaves a log line without its checkpoint

@@ -42,6 +42,7 @@ class BudgetSpread:
     def __init__(self, dataset):
         self.n_users, self.n_items = dataset.n_users, dataset.n_items
         self.groups = {"user": user_groups(dataset, N_GROUPS), "item": item_groups(dataset, N_GROUPS)}
+        self.sizes = {k: np.bincount(g, minlength=N_GROUPS).tolist() for k, g in self.groups.items()}
 
     def __call__(self, shapes: dict[str, torch.Size], count_along) -> dict:
         """``count_along(name, axis)``: a tensor's active weights per index of ``axis`` (the engine's
@@ -60,4 +61,53 @@ class BudgetSpread:
             if counts.any():
                 out[f"{entity}_groups"] = group_counts(counts, self.groups[entity], N_GROUPS).astype(int).tolist()
                 out[f"{entity}_mean"] = float(counts.mean())
+                # the groups' sizes, so that a reader can tell active weights per user/item in each group
+                out[f"{entity}_group_sizes"] = self.sizes[entity]
         return out
+
+
+def record_scalars(record: dict) -> dict[str, float]:
+    """The scalars of one epoch's log record, by TensorBoard tag: loss, lr, active weights, validation
+    metrics, and for sparse runs the update ratio, weights moved per update, the exploration rate and
+    the active weights per user and per item in each popularity group (1 = least popular)."""
+    out = {"train/loss": record["loss"], "train/lr": record["lr"], "train/active_weights": record["active"],
+           "time/epoch_s": record["train_s"]}
+    out.update({f"valid/{k}": v for k, v in record.get("valid", {}).items()})
+    sparse = record.get("sparse")
+    if sparse:
+        if sparse.get("zeta_now") is not None:
+            out["sparse/zeta"] = sparse["zeta_now"]
+        if sparse.get("updates"):
+            out["sparse/moved_per_update"] = sparse["moved"] / sparse["updates"]
+        out["sparse/exploration_rate"] = sparse["exploration_rate"]
+        out["sparse/density"] = sparse["density"]
+        spread = sparse.get("spread", {})
+        for entity in ("user", "item"):
+            counts, sizes = spread.get(f"{entity}_groups"), spread.get(f"{entity}_group_sizes")
+            for g, (c, n) in enumerate(zip(counts or [], sizes or []), 1):
+                out[f"budget/active_per_{entity}_group{g:02d}"] = c / max(n, 1)
+    return out
+
+
+def tensorboard_logger(log_dir):
+    """``log(record)``: writes an epoch record's scalars (``record_scalars``) to TensorBoard event files
+    in ``log_dir``, created at the first record (so a run refused before training leaves none).
+    TensorBoard is an optional extra: without it this fails at once, in one line."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        from dslrec.errors import DslrecError
+
+        raise DslrecError("--tensorboard needs the tensorboard package, an optional extra: "
+                          "pip install 'dslrec[tensorboard]' (or pip install tensorboard)") from None
+    writer = None
+
+    def log(record: dict) -> None:
+        nonlocal writer
+        if writer is None:
+            writer = SummaryWriter(log_dir=str(log_dir))
+        for tag, value in record_scalars(record).items():
+            writer.add_scalar(tag, value, global_step=record["epoch"])
+        writer.flush()
+
+    return log

@@ -151,7 +151,7 @@ def compact_run_cost(dataset, cfg: RunConfig, run_dir: Path) -> dict:
 
 def train(settings: dict[str, Any] | None = None, *, config_file: str | Path | None = None,
           out: str | Path | None = None, resume: str | Path | None = None, dataset=None,
-          progress: bool = True, **overrides) -> dict:
+          progress: bool = True, tensorboard: str | Path | bool | None = None, **overrides) -> dict:
     """Train a model and return its summary (also written to ``RUN_DIR/summary.json``).
 
     >>> summary = dslrec.train(model="mf", dataset="ml-100k", method="dsl", density=0.2, epochs=20)
@@ -163,6 +163,8 @@ def train(settings: dict[str, Any] | None = None, *, config_file: str | Path | N
     saved settings: only ``epochs`` (see :func:`check_epochs_change`), ``device``
     and ``eval_batch_size`` may differ, anything else is refused before a file is
     written. A run that fails before its first checkpoint leaves no directory behind.
+    ``tensorboard`` (True, or a folder; default ``RUN_DIR/tensorboard``) also logs each epoch's
+    scalars for TensorBoard (an optional extra).
     """
     dataset = dataset_argument(dataset, overrides)
     checkpoint, recorded = None, None
@@ -177,8 +179,13 @@ def train(settings: dict[str, Any] | None = None, *, config_file: str | Path | N
             raise DslrecError(f"{run_dir} already holds a run; resume it with --resume {run_dir} "
                               "or choose another --out")
         created = not run_dir.exists()
+    on_record = None
+    if tensorboard:
+        from dslrec.training.records import tensorboard_logger
+
+        on_record = tensorboard_logger(run_dir / "tensorboard" if tensorboard is True else Path(tensorboard))
     try:
-        return _train_in(run_dir, cfg, recorded, checkpoint, dataset, progress)
+        return _train_in(run_dir, cfg, recorded, checkpoint, dataset, progress, on_record)
     except BaseException as e:
         if created and remove_failed_run_dir(run_dir) and isinstance(e, NonFiniteLoss):
             # the loop's message promises a checkpoint that this early failure never wrote
@@ -188,7 +195,7 @@ def train(settings: dict[str, Any] | None = None, *, config_file: str | Path | N
 
 
 def _train_in(run_dir: Path, cfg: RunConfig, recorded: RunConfig | None, checkpoint: dict | None, dataset,
-              progress: bool) -> dict:
+              progress: bool, on_record=None) -> dict:
     """The run itself. ``recorded``: a resumed run's settings as its config.yaml keeps them (``cfg``
     less the settings of this session only); None for a new run."""
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -218,6 +225,7 @@ def _train_in(run_dir: Path, cfg: RunConfig, recorded: RunConfig | None, checkpo
     trainer = Trainer(cfg, dataset, model, run_dir, progress=progress, sampler=epoch_batches, device=device,
                       evaluator=make_evaluator(cfg, dataset, evaluated), budget=budget,
                       reference=popular["valid"].get(cfg.metric))
+    trainer.on_record = on_record
     delta_t_source = resolve_interval(cfg, trainer.steps_per_epoch)
     if recorded is None:
         recorded = cfg

@@ -1,0 +1,511 @@
+"""``dslrec report``: a Markdown report with PNG figures, for a run folder or a sweep folder.
+
+A sweep (``plan.json``): its results table; per data set and backbone, test Recall@K and NDCG@K
+against density (one line per method, dense as a reference band, error bars over seeds) and
+accuracy against cost (training MACs, model bytes) with the frontier drawn. A run (``log.jsonl``):
+its training curves; for a sparse run also the update ratio, the weights each update moved and the
+exploration rate over training, and the active weights per user and per item by popularity group
+at the start and at the end. Everything is read from what the runs wrote (summary.json, log.jsonl,
+the run's data); nothing is trained or evaluated here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from dslrec import rundir
+from dslrec.errors import DslrecError
+from dslrec.experiments import sweep as sw
+
+FIGURES = "figures"
+REPORT = "report.md"
+DPI = 110
+
+
+def _plt():
+    try:
+        import matplotlib
+    except ImportError:
+        raise DslrecError("dslrec report needs matplotlib: pip install matplotlib") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"font.size": 10, "axes.titlesize": 11, "axes.grid": True, "grid.alpha": 0.3,
+                         "legend.fontsize": 8.5, "figure.dpi": DPI})
+    return plt
+
+
+def write_report(folder: str | Path, out: str | Path | None = None) -> Path:
+    """Write ``report.md`` and ``figures/*.png`` for ``folder`` into ``out`` (default ``folder``);
+    returns the report's path."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DslrecError(f"{folder} is not a folder; pass a run folder (with log.jsonl) or a sweep folder "
+                          f"(with {sw.PLAN})")
+    from dslrec.fileio import check_out_dir
+
+    out = check_out_dir(out if out is not None else folder, "--out")
+    if (folder / sw.PLAN).is_file():
+        text = sweep_report(folder, out)
+    elif (folder / rundir.LOG).is_file() or (folder / rundir.SUMMARY).is_file():
+        text = run_report(folder, out)
+    else:
+        raise DslrecError(f"{folder} is neither a run folder (no {rundir.LOG} or {rundir.SUMMARY}) nor a sweep "
+                          f"folder (no {sw.PLAN}); pass the folder `dslrec train --out` or a sweep's `out:` names")
+    path = out / REPORT
+    rundir.write_text(path, text)
+    return path
+
+
+def _save(fig, out: Path, name: str) -> str:
+    (out / FIGURES).mkdir(parents=True, exist_ok=True)
+    rel = f"{FIGURES}/{name}.png"
+    with rundir.atomic_path(out / rel) as tmp:
+        fig.savefig(tmp, format="png", bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return rel
+
+
+def figure(fig, out: Path, name: str, alt: str, caption: str) -> list[str]:
+    """Save ``fig`` as ``figures/NAME.png``; the report's lines that show it and say what it shows."""
+    return [f"![{alt}]({_save(fig, out, name)})", "", caption, ""]
+
+
+def _slug(*parts: str) -> str:
+    return "_".join("".join(c if c.isalnum() or c in ".-" else "-" for c in p) for p in parts)
+
+
+# --- a sweep -----------------------------------------------------------------------------------------
+
+METHOD_STYLE_MARKERS = "osD^v<>PXh*p"
+
+
+def sweep_report(folder: Path, out: Path) -> str:
+    plt = _plt()
+    plan = sw.read_plan(folder)
+    results = sw.collect(folder)
+    lines = [f"# Sweep report: `{plan.get('source', folder)}`", ""]
+    if not results:
+        return "\n".join(lines + ["No run of this sweep has finished yet.", ""])
+    groups, (recall, ndcg) = sw.groups_of(results)
+    head, rows = sw.table_rows(groups, recall, ndcg)
+    n_planned = len(plan["runs"])
+    lines += [f"{len(results)} of {n_planned} planned runs finished. Test metrics at the best validation epoch, "
+              "mean ± standard deviation over seeds; \"mean active\" is the step-weighted mean of active parameters "
+              "over the whole run, \"peak\" its maximum. Costs come from each run's `summary.json` (`cost`): "
+              "MACs count the products a sparse kernel would execute for the active weights; \"train GMACs "
+              "(run, est.)\" is the epoch's count with the final mask times the epochs trained, moved towards the "
+              "dense count by the share of the run spent above the final budget (methods that train dense "
+              "first); \"model KB\" is the compact float32 file's weights (`dslrec export`).", "",
+              sw.markdown_table(head, rows), ""]
+    contexts: dict[tuple, list[sw.Group]] = {}
+    for g in groups:
+        r0 = g.rows[0]
+        key = (r0["dataset_name"], r0["model_name"]) + tuple(
+            (k, v) for k, v in g.labels.items() if k not in ("method", "density", "model", "dataset"))
+        contexts.setdefault(key, []).append(g)
+    colours = _method_colours(groups)
+    for key, gs in contexts.items():
+        dataset, model = key[0], key[1]
+        extra = ", ".join(f"{k} {v}" for k, v in key[2:])
+        title = f"{model} on {dataset}" + (f" ({extra})" if extra else "")
+        seeds = max(len(g.rows) for g in gs)
+        lines += [f"## {title}", ""]
+        suffix = [str(v) for _, v in key[2:]]
+        lines += figure(accuracy_figure(plt, gs, (recall, ndcg), colours, title, seeds), out,
+                        _slug("accuracy_vs_density", dataset, model, *suffix),
+                        f"test {recall} and {ndcg} against density, {title}",
+                        f"Test {pretty(recall)} (left) and {pretty(ndcg)} (right) against the density, the fraction "
+                        "of the sparsifiable weights kept active (log scale). One line per method, error bars: ± one "
+                        "standard deviation over seeds; the dashed line and grey band are dense training (mean ± "
+                        "std). Methods run at one density are single points.")
+        lines += figure(cost_figure(plt, gs, recall, colours, title), out,
+                        _slug("cost_frontier", dataset, model, *suffix),
+                        f"test {recall} against training cost and model size, {title}",
+                        f"Test {pretty(recall)} against the training cost of the whole run (left: GMACs, estimated "
+                        "as in the table) and the model's size (right: KB of the compact float32 weights), both on "
+                        "log scales. Each point is a method at one density (the small number; mean over seeds, "
+                        "± std); the dotted line joins the frontier: the points no other point beats on both "
+                        "accuracy and cost.")
+    lines += ["Reproduce: `dslrec sweep --config " + str(plan.get("source", "SWEEP.yaml")) +
+              "` (finished runs are kept and skipped), then `dslrec report " + str(folder) + "`.", ""]
+    return "\n".join(lines)
+
+
+def pretty(metric: str) -> str:
+    """recall@20 -> Recall@20, ndcg@20 -> NDCG@20 (as papers write them)."""
+    name, _, k = metric.partition("@")
+    return {"recall": "Recall", "ndcg": "NDCG", "precision": "Precision", "hitrate": "HitRate",
+            "mrr": "MRR"}.get(name, name) + (f"@{k}" if k else "")
+
+
+def _plain_log_ticks(axis, values: list[float]) -> None:
+    """Tick labels of a log axis as plain numbers (0.1, 200, 1,000), not powers of ten: at 1, 2 and 5
+    times the powers of ten (also 3 and 7 times when the values span less than a decade)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    narrow = bool(values) and max(values) < 10 * min(values)
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 3.0, 5.0, 7.0) if narrow else (1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 10 else f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def _method_colours(groups: list[sw.Group]) -> dict[str, tuple]:
+    import matplotlib
+
+    names = []
+    for g in groups:
+        if not g.is_dense and sw.method_label(g) not in names:
+            names.append(sw.method_label(g))
+    cmap = matplotlib.colormaps["tab10" if len(names) <= 10 else "tab20"]
+    return {n: (cmap(i % cmap.N), METHOD_STYLE_MARKERS[i % len(METHOD_STYLE_MARKERS)]) for i, n in enumerate(names)}
+
+
+def _density_axis(ax, densities: list[float]) -> None:
+    from matplotlib.ticker import FixedLocator, NullLocator
+
+    ax.set_xscale("log")
+    ticks = sorted(set(densities))
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticklabels([f"{d:g}" for d in ticks])
+    ax.set_xlim(min(ticks) / 1.25, max(ticks) * 1.25)
+    ax.set_xlabel("density (fraction of weights active, log scale)")
+
+
+def accuracy_figure(plt, groups: list[sw.Group], metrics: tuple[str, str], colours: dict, title: str, seeds: int):
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+    dense = [g for g in groups if g.is_dense]
+    by_method: dict[str, list[sw.Group]] = {}
+    for g in groups:
+        if not g.is_dense:
+            by_method.setdefault(sw.method_label(g), []).append(g)
+    densities = [g.rows[0]["density_value"] for g in groups if not g.is_dense] + [1.0 if dense else 0.5]
+    for ax, metric in zip(axes, metrics):
+        for d in dense:
+            m, s = d.mean(metric), d.std(metric)
+            ax.axhline(m, color="0.25", lw=1.5, ls="--", zorder=1)
+            ax.axhspan(m - s, m + s, color="0.6", alpha=0.3, zorder=0)
+            ax.plot([], [], color="0.25", ls="--", label="dense (band: ± std)")
+        for name, gs in by_method.items():
+            gs = sorted(gs, key=lambda g: g.rows[0]["density_value"])
+            x = [g.rows[0]["density_value"] for g in gs]
+            colour, marker = colours[name]
+            ax.errorbar(x, [g.mean(metric) for g in gs], yerr=[g.std(metric) for g in gs], color=colour,
+                        marker=marker, ms=5, lw=1.4 if len(gs) > 1 else 0, elinewidth=1, capsize=3, label=name,
+                        zorder=3)
+        _density_axis(ax, densities)
+        ax.set_ylabel(f"test {pretty(metric)}")
+        ax.set_title(f"test {pretty(metric)} against density")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), title="method")
+    fig.suptitle(f"{title}: test metrics at the best validation epoch (mean ± std over {seeds} seeds)")
+    fig.tight_layout()
+    return fig
+
+
+def frontier(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The points (cost, accuracy) that no other point beats on both (lower cost, higher accuracy),
+    by increasing cost."""
+    best, out = -math.inf, []
+    for c, a in sorted(points, key=lambda p: (p[0], -p[1])):
+        if a > best:
+            out.append((c, a))
+            best = a
+    return out
+
+
+def cost_figure(plt, groups: list[sw.Group], metric: str, colours: dict, title: str):
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+    costs = (("train_macs_run_est", 1e9, "training cost of the run (GMACs, estimated; log scale)"),
+             ("model_bytes", 1e3, "model size (KB, compact float32 weights; log scale)"))
+    for ax, (key, unit, xlabel) in zip(axes, costs):
+        points = []
+        for g in groups:
+            c, a = g.mean(key), g.mean(metric)
+            if c is None or a is None:
+                continue
+            c /= unit
+            points.append((c, a))
+            if g.is_dense:
+                colour, marker, label = "0.2", "*", "dense"
+            else:
+                colour, marker = colours[sw.method_label(g)]
+                label = sw.method_label(g)
+            ax.errorbar([c], [a], yerr=[g.std(metric)], color=colour, marker=marker, ms=8 if g.is_dense else 5,
+                        lw=0, elinewidth=1, capsize=2, label=label, zorder=3)
+            ax.annotate(f"{g.rows[0]['density_value']:g}", (c, a), textcoords="offset points", xytext=(4, 3),
+                        fontsize=7, color="0.35")
+        if points:
+            f = frontier(points)
+            ax.plot([p[0] for p in f], [p[1] for p in f], color="0.4", ls=":", lw=1.2, zorder=2, label="frontier")
+        ax.set_xscale("log")
+        _plain_log_ticks(ax.xaxis, [p[0] for p in points])
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(f"test {pretty(metric)}")
+        ax.set_title(f"test {pretty(metric)} against {'training cost' if key.startswith('train') else 'model size'}")
+    handles, labels = axes[0].get_legend_handles_labels()
+    seen, h2, l2 = set(), [], []
+    for h, lab in zip(handles, labels):
+        if lab not in seen:
+            seen.add(lab)
+            h2.append(h)
+            l2.append(lab)
+    fig.legend(h2, l2, loc="center left", bbox_to_anchor=(1.0, 0.5), title="method (numbers: density)")
+    fig.suptitle(f"{title}: accuracy against cost (mean over seeds; up and left is better)")
+    fig.tight_layout()
+    return fig
+
+
+# --- a run -------------------------------------------------------------------------------------------
+
+def read_records(folder: Path) -> list[dict]:
+    path = folder / rundir.LOG
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def run_report(folder: Path, out: Path) -> str:
+    plt = _plt()
+    records = read_records(folder)
+    summary = sw.read_summary(folder)
+    config = (summary or {}).get("config") or _read_config(folder)
+    metric = config.get("metric", "recall@20")
+    name = f"{config.get('model', '?')} / {config.get('method', '?')}"
+    if config.get("method") != "dense":
+        name += f" at density {config.get('density')}"
+    name += f" on {config.get('dataset', '?')} (seed {config.get('seed')})"
+    lines = [f"# Run report: {name}", "", f"Run folder: `{folder}`.", ""]
+    if summary is None:
+        lines += ["The run has not finished (no summary.json): the curves show the epochs trained so far.", ""]
+    else:
+        lines += _summary_lines(summary)
+    if not records:
+        return "\n".join(lines + ["The run has no log records yet.", ""])
+    popular = ((summary or {}).get("popularity") or {}).get("valid", {}).get(metric)
+    lines += ["## Training", ""] + figure(
+        training_figure(plt, records, metric, (summary or {}).get("best_epoch"), popular, name), out, "training",
+        f"training loss and validation {metric}",
+        f"Left: the mean training loss of each epoch. Right: validation {pretty(metric)} at each evaluated epoch; "
+        "the dotted line marks the best epoch (its weights are the ones tested), the grey line ranking by training "
+        "popularity." + (" Shaded spans are the phases of the method." if _phases(records)[1:] else ""))
+    sparse = [r for r in records if "sparse" in r]
+    if sparse and not any(r["sparse"].get("method") == "dsl" for r in sparse):
+        lines += ["## Budget over training", ""] + figure(
+            active_figure(plt, records, name), out, "active", "active parameters over training",
+            "Active parameters (dense ones and the active weights of the sparsified tensors) at the end of each "
+            "epoch: methods that train dense first reach their budget only later; the mask is never pruned and "
+            "regrown, so there is no update ratio or exploration to show.")
+    elif sparse:
+        lines += ["## Exploration", ""] + figure(
+            exploration_figure(plt, records, name), out, "exploration",
+            "update ratio, weights moved and exploration rate",
+            "Left: the update ratio zeta_t (the fraction of active weights a mask update moves) at the end of each "
+            "epoch. Middle: weights moved (pruned and regrown) per mask update, mean over the epoch's updates. "
+            "Right: the exploration rate, the share of all sparsifiable positions that have been active at least "
+            "once.")
+    spread = budget_spread(folder, sparse) if sparse else None
+    if spread is not None:
+        if sparse[0] is not records[0]:  # a dense phase came first (oneshot, lth)
+            spread["start_label"] = spread["start_label"].replace("first step", "first sparse phase's first step")
+        lines += ["## Where the budget went", ""] + figure(
+            budget_figure(plt, spread, name), out, "budget", "active weights per user and item group",
+            "Active weights per user (left) and per item (right), mean over each popularity group (10 groups "
+            "holding equal shares of the training interactions; group 1 the least active users or least "
+            f"popular items), {spread['start_label']} and at the end of training.")
+    return "\n".join(lines)
+
+
+def _read_config(folder: Path) -> dict:
+    path = folder / rundir.CONFIG
+    if not path.is_file():
+        return {}
+    import yaml
+
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def _summary_lines(s: dict) -> list[str]:
+    p = s["params"]
+    test = ", ".join(f"{k} {v:.4f}" for k, v in s["test"].items() if "@" in k and not k.startswith("sampled"))
+    return [f"- test at the best validation epoch ({s['best_epoch']} of {s['epochs_run']}): {test}",
+            f"- parameters: {p['active']:,} active of {p['total']:,} at the end; mean {p['mean_active']:,.0f}, "
+            f"peak {p['peak_active']:,} over the run",
+            f"- time: {s['time']['train_s']:.1f} s of training and validation, {s['time']['epoch_s']:.2f} s per "
+            f"epoch (median), on {s.get('device', '?')}", ""]
+
+
+def _phases(records: list[dict]) -> list[tuple[str, int, int]]:
+    """(phase name, first epoch, last epoch) in order."""
+    out: list[tuple[str, int, int]] = []
+    for r in records:
+        if out and out[-1][0] == r.get("phase"):
+            out[-1] = (out[-1][0], out[-1][1], r["epoch"])
+        else:
+            out.append((r.get("phase", ""), r["epoch"], r["epoch"]))
+    return out
+
+
+def _shade_phases(ax, records: list[dict]) -> None:
+    phases = _phases(records)
+    if len(phases) < 2:
+        return
+    for i, (name, a, b) in enumerate(phases):
+        if i % 2:
+            ax.axvspan(a - 0.5, b + 0.5, color="0.9", zorder=0)
+        ax.text((a + b) / 2, 0.98, name, transform=ax.get_xaxis_transform(), ha="center", va="top", fontsize=7.5,
+                color="0.35", clip_on=True)
+
+
+def training_figure(plt, records: list[dict], metric: str, best_epoch, popular, title: str):
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    epochs = [r["epoch"] for r in records]
+    a.plot(epochs, [r["loss"] for r in records], color="C0", lw=1.4)
+    a.set_xlabel("epoch")
+    a.set_ylabel("training loss (mean over the epoch)")
+    a.set_title("training loss")
+    ev = [r for r in records if "valid" in r and metric in r["valid"]]
+    b.plot([r["epoch"] for r in ev], [r["valid"][metric] for r in ev], color="C1", marker="o", ms=3, lw=1.4,
+           label=f"validation {pretty(metric)}")
+    if popular is not None:
+        b.axhline(popular, color="0.5", lw=1, label=f"popularity ranking ({popular:.4f})")
+    if best_epoch is not None:
+        b.axvline(best_epoch, color="k", ls=":", lw=1, label=f"best epoch ({best_epoch})")
+    b.set_xlabel("epoch")
+    b.set_ylabel(f"validation {pretty(metric)}")
+    b.set_title(f"validation {pretty(metric)}")
+    b.legend(loc="lower right")
+    for ax in (a, b):
+        _shade_phases(ax, records)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def exploration_figure(plt, records: list[dict], title: str):
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.9))
+    sparse = [r for r in records if "sparse" in r]
+    epochs = [r["epoch"] for r in sparse]
+    # the update ratio is DSL's (the other methods' engines report a schedule they do not use)
+    zeta = [r["sparse"].get("zeta_now") if r["sparse"].get("method") == "dsl" else None for r in sparse]
+    if any(z is not None for z in zeta):
+        axes[0].plot(epochs, [math.nan if z is None else z for z in zeta], color="C2", lw=1.5)
+    else:
+        _no_data(axes[0], f"no update ratio: {sparse[0]['sparse'].get('method')} does not prune and regrow")
+    axes[0].set_ylabel("update ratio zeta_t (fraction of active)")
+    axes[0].set_title("update ratio zeta_t")
+    moved = [(r["epoch"], r["sparse"]["moved"] / r["sparse"]["updates"]) for r in sparse
+             if r["sparse"].get("updates")]
+    if moved:
+        axes[1].plot([m[0] for m in moved], [m[1] for m in moved], color="C3", marker="o", ms=2.5, lw=1.2)
+    else:
+        _no_data(axes[1], "no mask update in this run")
+    axes[1].set_ylabel("weights moved per mask update")
+    axes[1].set_title("weights moved per update")
+    axes[1].yaxis.set_major_formatter(_thousands())
+    axes[2].plot(epochs, [100 * r["sparse"]["exploration_rate"] for r in sparse], color="C4", lw=1.5)
+    axes[2].set_ylabel("positions ever active (% of all)")
+    axes[2].set_title("exploration rate")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        _shade_phases(ax, sparse)
+    for ax in axes[:2]:
+        ax.set_ylim(bottom=0)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def active_figure(plt, records: list[dict], title: str):
+    fig, ax = plt.subplots(figsize=(7, 3.9))
+    ax.plot([r["epoch"] for r in records], [r["active"] for r in records], color="C0", lw=1.5)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("active parameters")
+    ax.set_ylim(bottom=0)
+    ax.yaxis.set_major_formatter(_thousands())
+    ax.set_title("active parameters at the end of each epoch")
+    _shade_phases(ax, records)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def _no_data(ax, text: str) -> None:
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color="0.4", wrap=True)
+    ax.set_yticks([])
+
+
+def _thousands():
+    from matplotlib.ticker import FuncFormatter
+
+    return FuncFormatter(lambda v, _: f"{v:,.0f}")
+
+
+def budget_spread(folder: Path, sparse: list[dict]) -> dict[str, Any] | None:
+    """{entity: (start counts, end counts, group sizes)}, and what "start" is: the spread before the
+    first step when the run recorded it, else after its first epoch (runs from before that record)."""
+    first = sparse[0]["sparse"]
+    start = first.get("spread_start")
+    start_label = "before the first step"
+    if start is None:
+        start, start_label = first.get("spread"), "after the first epoch"
+    end = sparse[-1]["sparse"].get("spread")
+    if not start or not end:
+        return None
+    out: dict[str, Any] = {"start_label": start_label}
+    sizes = None
+    for entity in ("user", "item"):
+        key = f"{entity}_groups"
+        if key not in start or key not in end:
+            continue
+        size = end.get(f"{entity}_group_sizes")
+        if size is None:  # recorded before the sizes were: from the run's own training data
+            if sizes is None:
+                sizes = _group_sizes(folder, len(end[key]))
+            size = sizes.get(entity) if sizes else None
+        out[entity] = (start[key], end[key], size)
+    return out if len(out) > 1 else None
+
+
+def _group_sizes(folder: Path, n_groups: int) -> dict[str, list[int]] | None:
+    if not rundir.has_data(folder):
+        return None
+    import numpy as np
+
+    from dslrec.evaluate.groups import item_groups, user_groups
+
+    dataset, _ = rundir.read_data(folder)
+    return {"user": np.bincount(user_groups(dataset, n_groups), minlength=n_groups).tolist(),
+            "item": np.bincount(item_groups(dataset, n_groups), minlength=n_groups).tolist()}
+
+
+def budget_figure(plt, spread: dict[str, Any], title: str):
+    import numpy as np
+
+    entities = [e for e in ("user", "item") if e in spread]
+    fig, axes = plt.subplots(1, len(entities), figsize=(6 * len(entities), 4), squeeze=False)
+    for ax, entity in zip(axes[0], entities):
+        start, end, sizes = spread[entity]
+        per = sizes is not None
+        div = np.maximum(np.asarray(sizes, dtype=float), 1) if per else 1.0
+        x = np.arange(1, len(start) + 1)
+        ax.bar(x - 0.2, np.asarray(start) / div, width=0.4, color="0.65", label=spread["start_label"])
+        ax.bar(x + 0.2, np.asarray(end) / div, width=0.4, color="C0", label="end of training")
+        ax.set_xticks(x)
+        ax.set_xticklabels([f"{g}\n({n:,})" for g, n in zip(x, sizes)] if per else [str(g) for g in x])
+        ax.set_xlabel(f"{entity} popularity group: 1 = least {'active' if entity == 'user' else 'popular'}, "
+                      f"10 = most" + (f" (in brackets: {entity}s in the group)" if per else ""))
+        ax.set_ylabel(f"active weights per {entity}" if per else f"active weights of the group's {entity}s")
+        ax.set_title(f"{entity}s: active weights by popularity group")
+        top = max(np.max(np.asarray(start) / div), np.max(np.asarray(end) / div))
+        ax.set_ylim(0, top * 1.3)  # room for the legend above the bars
+        ax.legend(loc="upper left", ncol=2)
+    fig.suptitle(f"{title}: where the budget went")
+    fig.tight_layout()
+    return fig

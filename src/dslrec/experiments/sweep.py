@@ -1,0 +1,539 @@
+"""``dslrec sweep``: a grid of runs from one YAML file, resumable, and its results table.
+
+The file's keys are run settings (``dslrec.settings``) plus ``out``, the sweep folder. A list
+is a grid axis, a scalar a fixed setting. An axis value may be a mapping: a bundle of settings
+applied together, named by its ``label`` (default: its value for the axis key), e.g.
+``method: [dense, {label: dsl-row, method: dsl, scope: per_row}]``. Bundles override the plain
+axes and the fixed settings, so ``{label: gmp, method: gmp, density: 0.2}`` runs GMP at 0.2
+whatever the density axis says; ``method: dense`` always runs at density 1 (the reference, once
+per value of the other axes). Runs that come out with the same settings are trained once. A
+setting whose value is itself a list (ks, k_core, include, layers) is a one-value axis:
+``ks: [[10, 20]]``.
+
+Each run trains in ``OUT/runs/NAME``, NAME being its labels and a hash of its resolved settings.
+A run is skipped when some ``OUT/runs/*/summary.json`` records the same settings (see
+``config_differences``: folders from older scripts count too), resumed when its folder holds a
+checkpoint without a summary, and trained otherwise. ``OUT/plan.json`` lists the runs and their
+folders; the table goes to ``OUT/results.md``, ``results.csv`` (one row per group of seeds) and
+``runs.csv`` (one row per run).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import itertools
+import json
+import os
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from dslrec import rundir
+from dslrec.errors import DslrecError
+from dslrec.settings import RunConfig, read_config_file, resolve_settings
+
+PLAN = "plan.json"
+RUNS = "runs"
+SEED_AXIS = "seed"
+# settings a run may differ in and still be the same run (they change where or how fast it ran)
+SESSION_KEYS = ("device", "eval_batch_size")
+# methods that read delta_t (the interval of DSL's updates and of GMP's pruning)
+USE_DELTA_T = ("dsl", "gmp")
+
+
+@dataclass
+class PlannedRun:
+    name: str  # folder name under OUT/runs
+    labels: dict[str, str]  # axis -> label of this run's value
+    settings: dict[str, Any]  # what the sweep file sets
+    config: dict[str, Any]  # the resolved settings, model options flattened (what matching compares)
+    folder: str = ""  # where its result is (OUT/runs/...): its own folder or a kept one that matches
+    state: str = "new"  # new | resume | done
+
+    @property
+    def group(self) -> tuple[str, ...]:
+        """The labels of every axis but the seed: runs that differ only in seed are one table row."""
+        return tuple(v for k, v in self.labels.items() if k != SEED_AXIS)
+
+
+@dataclass
+class Sweep:
+    path: Path
+    out: Path
+    fixed: dict[str, Any]
+    axes: list[tuple[str, list[Any]]]
+    runs: list[PlannedRun] = field(default_factory=list)
+
+
+# --- reading and expanding the file --------------------------------------------------------------
+
+def read_sweep(path: str | Path) -> Sweep:
+    """Parse a sweep file (one-line errors for malformed YAML, a missing ``out``, an empty axis,
+    bad bundles) and plan its runs (settings resolved and checked before anything is trained)."""
+    path = Path(path)
+    data = read_config_file(path)  # the settings' own reader: one-line errors, model_options flattened
+    out = data.pop("out", None)
+    if not isinstance(out, str) or not out.strip():
+        raise DslrecError(f"sweep file {path} needs `out: FOLDER` (where the runs and the table go)")
+    from dslrec.fileio import check_out_dir
+
+    out_dir = Path(out)
+    if not out_dir.is_absolute():  # relative to the working directory, like --out
+        out_dir = Path.cwd() / out_dir
+    check_out_dir(out_dir, f"sweep file {path}: out")
+    fixed, axes = {}, []
+    for key, value in data.items():
+        if isinstance(value, list):
+            if not value:
+                raise DslrecError(f"sweep file {path}: axis {key!r} is an empty list; give it at least one value "
+                                  f"(or a scalar for a fixed setting)")
+            for v in value:
+                _check_value(path, key, v)
+            axes.append((key, value))
+        elif isinstance(value, dict) and key not in ("columns",):
+            raise DslrecError(f"sweep file {path}: {key!r} is a mapping; a bundle of settings goes in a list "
+                              f"(an axis): {key}: [{{label: NAME, ...}}]")
+        else:
+            fixed[key] = value
+    sweep = Sweep(path, out_dir, fixed, axes)
+    sweep.runs = expand(sweep)
+    return sweep
+
+
+def _check_value(path: Path, axis: str, value: Any) -> None:
+    if not isinstance(value, dict):
+        return
+    if not all(isinstance(k, str) for k in value):
+        raise DslrecError(f"sweep file {path}: a bundle of axis {axis!r} has a key that is not a setting name: {value}")
+    label = value.get("label", value.get(axis))
+    if not isinstance(label, (str, int, float)) or isinstance(label, bool) or label == "":
+        raise DslrecError(f"sweep file {path}: a bundle of axis {axis!r} needs a `label` (or a value for {axis}): "
+                          f"{value}")
+
+
+def _label(axis: str, value: Any) -> str:
+    """A value's name in folder names and tables: strings as they are (a path's last part), numbers
+    after their setting (``density0.5``, ``seed0``)."""
+    if isinstance(value, str):
+        text = Path(value).name if axis == "dataset" else value
+    else:
+        text = f"{axis}{value}"
+    return "".join(c if c.isalnum() or c in "._@+=-" else "-" for c in text)
+
+
+def flat_config(cfg: RunConfig | dict) -> dict[str, Any]:
+    d = cfg.to_dict() if isinstance(cfg, RunConfig) else dict(cfg)
+    return {**{k: v for k, v in d.items() if k != "model_options"}, **(d.get("model_options") or {})}
+
+
+def expand(sweep: Sweep) -> list[PlannedRun]:
+    """Every combination of the axes' values, bundles applied last, dense at density 1, duplicates
+    (same resolved settings) dropped; each run's settings resolved now (errors before any training)."""
+    runs: dict[str, PlannedRun] = {}
+    names = [k for k, _ in sweep.axes]
+    for combo in itertools.product(*(values for _, values in sweep.axes)):
+        settings = dict(sweep.fixed)
+        bundles = []
+        for axis, value in zip(names, combo):
+            if isinstance(value, dict):
+                bundles.append(value)
+            else:
+                settings[axis] = value
+        for b in bundles:
+            settings.update({k: v for k, v in b.items() if k != "label"})
+        if settings.get("method", RunConfig.method) == "dense" and "density" in settings:
+            settings["density"] = 1.0  # the dense reference: one run, whatever the density axis says
+        labels = {}
+        for axis, value in zip(names, combo):
+            if isinstance(value, dict):
+                labels[axis] = _label(axis, value.get("label", value.get(axis)))
+            else:
+                labels[axis] = _label(axis, settings.get(axis, value))
+        description = ", ".join(f"{k}={v}" for k, v in labels.items()) or "the only run"
+        try:
+            config = flat_config(resolve_settings(settings))
+        except DslrecError as e:
+            raise DslrecError(f"sweep file {sweep.path}, run {description}: {e}") from None
+        digest = settings_hash(config)
+        if digest in runs:
+            continue
+        name = "__".join(list(labels.values()) + [digest]) if labels else digest
+        runs[digest] = PlannedRun(name, labels, settings, config)
+    return list(runs.values())
+
+
+def settings_hash(config: dict[str, Any]) -> str:
+    kept = {k: v for k, v in config.items() if k not in SESSION_KEYS}
+    return hashlib.sha1(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:6]
+
+
+# --- is a kept run the run asked for? ------------------------------------------------------------
+
+def config_differences(wanted: dict[str, Any], recorded: dict[str, Any]) -> list[str]:
+    """Settings in which a run recorded as ``recorded`` (summary.json's config) differs from the
+    resolved ``wanted`` one, both flat. Not compared: ``SESSION_KEYS``; ``delta_t`` and
+    ``delta_t_epochs`` for methods that never read them; ``delta_t_epochs`` when ``delta_t`` is set
+    and ``delta_t`` when it is not (the run records the interval it resolved). A setting the run does
+    not record (added to dslrec after it ran) counts as its default; a model option missing on one
+    side as the backbone's default."""
+    from dslrec import models
+
+    recorded = flat_config(recorded)
+    skip = set(SESSION_KEYS)
+    if wanted.get("method") not in USE_DELTA_T:
+        skip |= {"delta_t", "delta_t_epochs"}
+    elif wanted.get("delta_t") is None:
+        skip.add("delta_t")
+    else:
+        skip.add("delta_t_epochs")
+    defaults = flat_config(RunConfig())
+    try:
+        defaults.update(models.model_kwargs(str(wanted.get("model"))))
+    except Exception:  # an unknown backbone has no options to default
+        pass
+    out = []
+    for key in sorted(set(wanted) | set(recorded)):
+        if key in skip:
+            continue
+        a = wanted.get(key, defaults.get(key))
+        b = recorded.get(key, defaults.get(key))
+        if a != b and not (_is_num(a) and _is_num(b) and float(a) == float(b)):
+            out.append(f"{key} ({b!r} recorded, {a!r} wanted)")
+    return out
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def read_summary(folder: Path) -> dict | None:
+    try:
+        return json.loads((folder / rundir.SUMMARY).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def locate(sweep: Sweep) -> None:
+    """Find each run's folder and state: done (a summary with its settings exists, in its own folder
+    or any other under OUT/runs), resume (its folder has a checkpoint and no summary) or new."""
+    root = sweep.out / RUNS
+    kept = {}
+    if root.is_dir():
+        for folder in sorted(root.iterdir()):
+            s = read_summary(folder) if folder.is_dir() else None
+            if s is not None and "config" in s:
+                kept[folder.name] = s["config"]
+    for run in sweep.runs:
+        own = root / run.name
+        matches = [name for name, cfg in kept.items() if not config_differences(run.config, cfg)]
+        if run.name in kept and run.name not in matches:
+            diff = config_differences(run.config, kept[run.name])
+            raise DslrecError(f"{own} holds a finished run with other settings ({'; '.join(diff[:3])}); "
+                              f"move it away to train this run again")
+        if matches:
+            run.folder, run.state = (run.name if run.name in matches else matches[0]), "done"
+        elif (own / rundir.CHECKPOINT).exists():
+            saved = own / rundir.CONFIG
+            diff = config_differences(run.config, read_config_file(saved)) if saved.is_file() else ["no config.yaml"]
+            if diff:
+                raise DslrecError(f"{own} holds an unfinished run with other settings ({'; '.join(diff[:3])}); "
+                                  f"move it away to train this run again")
+            run.folder, run.state = run.name, "resume"
+        else:
+            run.folder, run.state = run.name, "new"
+
+
+def write_plan(sweep: Sweep) -> None:
+    plan = {"source": str(sweep.path), "axes": [k for k, _ in sweep.axes], "fixed": sweep.fixed,
+            "runs": [{"name": r.name, "labels": r.labels, "settings": r.settings, "folder": r.folder}
+                     for r in sweep.runs]}
+    rundir.write_json(sweep.out / PLAN, plan)
+
+
+# --- running ---------------------------------------------------------------------------------------
+
+def train_one(run_dir: str, settings: dict[str, Any], resume: bool, threads: int | None) -> float:
+    """One run of the sweep (in a worker process when jobs > 1); returns its training seconds."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    from dslrec.training.run import train
+
+    t0 = time.perf_counter()
+    if resume:
+        train(resume=run_dir, progress=False)
+    else:
+        train(dict(settings), out=run_dir, progress=False)
+    return time.perf_counter() - t0
+
+
+def _one_thread() -> None:
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
+
+
+def run_sweep(path: str | Path, jobs: int = 1, say: Callable[[str], None] = print,
+              trainer: Callable[..., float] = train_one) -> Sweep:
+    """Train what is missing of the sweep in ``path`` and write its tables. ``jobs`` > 1 trains that
+    many runs side by side, one thread each, in separate processes."""
+    if jobs < 1:
+        raise DslrecError(f"--jobs must be at least 1, got {jobs}")
+    sweep = read_sweep(path)
+    locate(sweep)
+    sweep.out.mkdir(parents=True, exist_ok=True)
+    write_plan(sweep)
+    todo = [r for r in sweep.runs if r.state != "done"]
+    say(f"sweep {sweep.path}: {len(sweep.runs)} runs, {len(sweep.runs) - len(todo)} already done, "
+        f"{sum(r.state == 'resume' for r in todo)} to resume, {sum(r.state == 'new' for r in todo)} to train "
+        f"(into {sweep.out / RUNS})")
+    failed: list[str] = []
+
+    def finished(i: int, run: PlannedRun, seconds: float | None, error: BaseException | None) -> None:
+        if error is not None:
+            failed.append(f"{run.name}: {error}")
+            say(f"[{i}/{len(todo)}] {run.name}: failed: {error}")
+            return
+        s = read_summary(sweep.out / RUNS / run.folder) or {}
+        test = s.get("test", {})
+        metric = next((k for k in test if k.startswith("recall@")), None)
+        result = f"test {metric} {test[metric]:.4f}" if metric else "done"
+        say(f"[{i}/{len(todo)}] {run.name}: {result} ({seconds:.0f}s)")
+
+    args = [(str(sweep.out / RUNS / r.folder), r.settings, r.state == "resume") for r in todo]
+    if jobs == 1 or len(todo) <= 1:
+        for i, (run, a) in enumerate(zip(todo, args), 1):
+            try:
+                seconds = trainer(*a, threads=None)
+            except DslrecError as e:
+                finished(i, run, None, e)
+                continue
+            finished(i, run, seconds, None)
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_one_thread) as pool:
+            futures = {pool.submit(trainer, *a, threads=1): run for run, a in zip(todo, args)}
+            try:
+                for i, f in enumerate(as_completed(futures), 1):
+                    error = f.exception()
+                    if error is not None and not isinstance(error, DslrecError):
+                        raise error
+                    finished(i, futures[f], None if error else f.result(), error)
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+    write_tables(sweep.out)
+    say(f"results: {sweep.out / 'results.md'} and results.csv, runs.csv")
+    if failed:
+        raise DslrecError(f"{len(failed)} of {len(todo)} runs failed (the table shows the others); first: {failed[0]}")
+    return sweep
+
+
+# --- the results table -----------------------------------------------------------------------------
+
+@dataclass
+class RunResult:
+    name: str
+    labels: dict[str, str]
+    folder: str
+    summary: dict
+
+
+def read_plan(out: Path) -> dict:
+    path = Path(out) / PLAN
+    if not path.is_file():
+        raise DslrecError(f"{out} is not a sweep folder (no {PLAN}); run `dslrec sweep --config FILE` first")
+    return json.loads(path.read_text())
+
+
+def collect(out: str | Path) -> list[RunResult]:
+    """The finished runs of the sweep in ``out`` (runs not finished yet are left out)."""
+    out = Path(out)
+    results = []
+    for r in read_plan(out)["runs"]:
+        s = read_summary(out / RUNS / r["folder"])
+        if s is not None:
+            results.append(RunResult(r["name"], r["labels"], r["folder"], s))
+    return results
+
+
+def metric_names(results: list[RunResult]) -> tuple[str, str]:
+    """recall@K and ndcg@K at the first K every run reports, 20 when there."""
+    ks = None
+    for r in results:
+        here = {int(k.split("@")[1]) for k in r.summary["test"] if k.startswith("recall@")}
+        ks = here if ks is None else ks & here
+    k = 20 if not ks or 20 in ks else min(ks)
+    return f"recall@{k}", f"ndcg@{k}"
+
+
+def run_row(r: RunResult, recall: str, ndcg: str) -> dict[str, Any]:
+    """One run's figures: what the tables and figures show."""
+    s = r.summary
+    cfg, p = s["config"], s["params"]
+    cost = s.get("cost", {})
+    macs = cost.get("macs", {})
+    train = macs.get("train_epoch", {})
+    epochs = s["steps_run"] / s["steps_per_epoch"] if s.get("steps_per_epoch") else s["epochs_run"]
+    run_macs = None
+    if "sparse" in train:  # per-epoch cost interpolated between the final mask and dense by the mean budget
+        final, total = p["active"], p["total"]
+        frac = (p["mean_active"] - final) / (total - final) if total > final else 0.0
+        run_macs = epochs * (train["sparse"] + (train["dense"] - train["sparse"]) * min(max(frac, 0.0), 1.0))
+    return {
+        "run": r.name, **r.labels, "dataset_name": s["dataset"]["name"], "model_name": s["model"],
+        "method_name": s["method"], "density_value": float(cfg.get("density", 1.0)), "seed_value": cfg.get("seed"),
+        "valid_" + recall: s["valid"].get(recall), recall: s["test"].get(recall), ndcg: s["test"].get(ndcg),
+        "best_epoch": s["best_epoch"], "epochs_run": s["epochs_run"],
+        "params_total": p["total"], "active_final": p["active"], "mean_active": p["mean_active"],
+        "peak_active": p["peak_active"],
+        "train_macs_epoch": train.get("sparse"), "train_macs_run_est": run_macs,
+        "inference_macs": macs.get("inference", {}).get("sparse"),
+        "model_bytes": cost.get("parameters", {}).get("compact_bytes_float32"),
+        "train_s": s["time"]["train_s"], "epoch_s": s["time"]["epoch_s"], "folder": f"{RUNS}/{r.folder}",
+    }
+
+
+@dataclass
+class Group:
+    labels: dict[str, str]
+    rows: list[dict]
+
+    def values(self, key: str) -> list[float]:
+        return [r[key] for r in self.rows if r.get(key) is not None]
+
+    def mean(self, key: str) -> float | None:
+        v = self.values(key)
+        return statistics.mean(v) if v else None
+
+    def std(self, key: str) -> float:
+        v = self.values(key)
+        return statistics.stdev(v) if len(v) > 1 else 0.0
+
+    @property
+    def is_dense(self) -> bool:
+        return self.rows[0]["method_name"] == "dense"
+
+
+def groups_of(results: list[RunResult]) -> tuple[list[Group], tuple[str, str]]:
+    recall, ndcg = metric_names(results)
+    groups: dict[tuple, Group] = {}
+    for r in results:
+        key = tuple(v for k, v in r.labels.items() if k != SEED_AXIS)
+        labels = {k: v for k, v in r.labels.items() if k != SEED_AXIS}
+        groups.setdefault(key, Group(labels, [])).rows.append(run_row(r, recall, ndcg))
+    return list(groups.values()), (recall, ndcg)
+
+
+def reference_of(group: Group, groups: list[Group]) -> Group | None:
+    """The dense group with the same labels on every axis but method and density."""
+    def context(g: Group) -> tuple:
+        return tuple((k, v) for k, v in g.labels.items() if k not in ("method", "density"))
+
+    for g in groups:
+        if g.is_dense and context(g) == context(group) and (g.rows[0]["dataset_name"], g.rows[0]["model_name"]) == (
+                group.rows[0]["dataset_name"], group.rows[0]["model_name"]):
+            return g
+    return None
+
+
+def method_label(group: Group) -> str:
+    return group.labels.get("method", group.rows[0]["method_name"])
+
+
+def extra_axes(groups: list[Group]) -> list[str]:
+    """Axes shown as their own column: all but those the fixed columns already show."""
+    axes = list(groups[0].labels) if groups else []
+    return [a for a in axes if a not in ("dataset", "model", "method", "density")]
+
+
+def _pm(mean: float | None, std: float) -> str:
+    return "-" if mean is None else f"{mean:.4f} ± {std:.4f}"
+
+
+def _count(v: float | None, unit: float = 1.0, fmt: str = ",.0f") -> str:
+    return "-" if v is None else format(v / unit, fmt)
+
+
+def table_rows(groups: list[Group], recall: str, ndcg: str) -> tuple[list[str], list[list[str]]]:
+    extra = extra_axes(groups)
+    head = (["data", "backbone", "method", "density"] + extra +
+            [f"test {recall}", f"test {ndcg}", "mean active (of total)", "peak active", "train GMACs (run, est.)",
+             "inference GMACs", "model KB", "train s (mean)", "seeds"])
+    rows = []
+    for g in groups:
+        r0 = g.rows[0]
+        ref = None if g.is_dense else reference_of(g, groups)
+        rel = ""
+        if ref is not None and ref.mean(recall):
+            rel = f" ({g.mean(recall) / ref.mean(recall):.1%} of dense)"
+        mean_active = g.mean("mean_active")
+        rows.append([r0["dataset_name"], r0["model_name"], method_label(g), f"{r0['density_value']:g}"]
+                    + [g.labels[a] for a in extra]
+                    + [_pm(g.mean(recall), g.std(recall)) + rel, _pm(g.mean(ndcg), g.std(ndcg)),
+                       f"{mean_active:,.0f} ({mean_active / r0['params_total']:.0%})",
+                       f"{max(g.values('peak_active')):,}",
+                       _count(g.mean("train_macs_run_est"), 1e9, ".3g"), _count(g.mean("inference_macs"), 1e9, ".3g"),
+                       _count(g.mean("model_bytes"), 1e3, ",.0f"), _count(g.mean("train_s"), 1.0, ",.0f"),
+                       str(len(g.rows))])
+    return head, rows
+
+
+def markdown_table(head: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def write_tables(out: str | Path) -> str:
+    """results.md, results.csv and runs.csv of the finished runs; returns the Markdown table."""
+    out = Path(out)
+    results = collect(out)
+    if not results:
+        rundir.write_text(out / "results.md", "No run of this sweep has finished yet.\n")
+        return ""
+    groups, (recall, ndcg) = groups_of(results)
+    head, rows = table_rows(groups, recall, ndcg)
+    table = markdown_table(head, rows)
+    folders = "\n".join(f"- {' / '.join(g.labels.values())}: " + ", ".join(f"`{r['folder']}`" for r in g.rows)
+                        for g in groups)
+    total_s = sum(r["train_s"] for g in groups for r in g.rows)
+    text = (f"{table}\n\n{len(results)} runs (test metrics at the best validation epoch, mean ± standard deviation "
+            f"over seeds); their training times add up to {total_s / 60:.0f} min.\n\nRun folders (under this "
+            f"sweep folder):\n\n{folders}\n")
+    rundir.write_text(out / "results.md", text)
+    numeric = [recall, ndcg, "mean_active", "peak_active", "train_macs_run_est", "inference_macs", "model_bytes",
+               "train_s"]
+    group_records = []
+    for g in groups:
+        r0 = g.rows[0]
+        rec: dict[str, Any] = {"dataset": r0["dataset_name"], "model": r0["model_name"], "method": method_label(g),
+                               "density": r0["density_value"], **{a: g.labels[a] for a in extra_axes(groups)}}
+        for key in numeric:
+            rec[f"{key}_mean"] = g.mean(key)
+            rec[f"{key}_std"] = g.std(key)
+        rec["params_total"] = r0["params_total"]
+        rec["seeds"] = len(g.rows)
+        rec["runs"] = ";".join(r["folder"] for r in g.rows)
+        group_records.append(rec)
+    rundir.write_text(out / "results.csv", _csv(group_records))
+    rundir.write_text(out / "runs.csv", _csv([r for g in groups for r in g.rows]))
+    return table
+
+
+def _csv(records: list[dict]) -> str:
+    keys: list[str] = []
+    for r in records:
+        keys += [k for k in r if k not in keys]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(records)
+    return buf.getvalue()

@@ -1,0 +1,224 @@
+"""dslrec sweep and dslrec report: a tiny grid interrupted and resumed, its table, its figures, bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+
+from dslrec.errors import DslrecError
+from dslrec.experiments import report, sweep as sw
+from test_cli_input import one_line_error
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+TINY = """\
+out: {out}
+dataset: synthetic
+model: mf
+dim: 8
+epochs: 2
+batch_size: 4096
+eval_users: 300
+method: [dense, dsl, static]
+density: [0.5, 0.2]
+seed: [0, 1]
+"""
+
+
+def assert_png(path: Path) -> None:
+    import matplotlib.image
+
+    assert path.read_bytes()[:8] == PNG_SIGNATURE, path
+    pixels = matplotlib.image.imread(path)
+    assert pixels.ndim == 3 and pixels.shape[0] > 100 and pixels.shape[1] > 100, (path, pixels.shape)
+    assert pixels.std() > 0.01, f"{path} is blank"
+
+
+def snapshot(runs: Path) -> dict[str, tuple[int, str]]:
+    """Each finished run's summary mtime and its log (what a rerun would rewrite)."""
+    return {p.parent.name: (p.stat().st_mtime_ns, (p.parent / "log.jsonl").read_text())
+            for p in runs.glob("*/summary.json")}
+
+
+def test_tiny_sweep_interrupted_resumed_table_and_report(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY.format(out="sweep"))
+    out = tmp_path / "sweep"
+    calls: list[tuple[str, bool]] = []
+
+    def interrupted(run_dir, settings, resume, threads):
+        """Trains runs 1-4; the fifth is killed after its last checkpoint (no summary yet)."""
+        calls.append((Path(run_dir).name, resume))
+        seconds = sw.train_one(run_dir, settings, resume, threads)
+        if len(calls) == 5:
+            (Path(run_dir) / "summary.json").unlink()
+            raise KeyboardInterrupt
+        return seconds
+
+    with pytest.raises(KeyboardInterrupt):
+        sw.run_sweep(path, trainer=interrupted, say=lambda _: None)
+    plan = json.loads((out / "plan.json").read_text())
+    assert len(plan["runs"]) == 10  # dense once per seed (its density is 1), dsl and static at 2 x 2
+    assert {r["labels"]["density"] for r in plan["runs"] if r["labels"]["method"] == "dense"} == {"density1.0"}
+    before = snapshot(out / "runs")
+    assert len(before) == 4 and not (out / "results.md").exists()
+    killed = calls[4][0]
+    killed_log = (out / "runs" / killed / "log.jsonl").read_text()
+
+    said: list[str] = []
+    sw.run_sweep(path, jobs=2, say=said.append)  # the rest, two side by side in worker processes
+    assert "4 already done, 1 to resume, 5 to train" in said[0]
+    after = snapshot(out / "runs")
+    assert len(after) == 10
+    assert {k: after[k] for k in before} == before  # nothing finished was trained again
+    # the killed run continued from its checkpoint: its first epochs are the ones it had logged
+    assert (out / "runs" / killed / "log.jsonl").read_text().startswith(killed_log)
+
+    # a third call trains nothing
+    again: list[str] = []
+    sw.run_sweep(path, say=again.append)
+    assert "10 already done, 0 to resume, 0 to train" in again[0] and snapshot(out / "runs") == after
+
+    # the table: one row per method and density, mean and std over the two seeds, each run's folder
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert sorted((r["method"], float(r["density"])) for r in rows) == [
+        ("dense", 1.0), ("dsl", 0.2), ("dsl", 0.5), ("static", 0.2), ("static", 0.5)]
+    for row in rows:
+        folders = row["runs"].split(";")
+        assert row["seeds"] == "2" and len(folders) == 2
+        summaries = [json.loads((out / f / "summary.json").read_text()) for f in folders]
+        recalls = [s["test"]["recall@20"] for s in summaries]
+        assert float(row["recall@20_mean"]) == pytest.approx(statistics.mean(recalls))
+        assert float(row["recall@20_std"]) == pytest.approx(statistics.stdev(recalls))
+        assert {s["config"]["seed"] for s in summaries} == {0, 1}
+        assert {s["method"] for s in summaries} == {row["method"]}
+        assert float(row["peak_active_mean"]) == max(s["params"]["peak_active"] for s in summaries)
+        assert float(row["model_bytes_mean"]) == statistics.mean(
+            s["cost"]["parameters"]["compact_bytes_float32"] for s in summaries)
+    table = (out / "results.md").read_text()
+    assert table.count("% of dense)") == 4 and "| synthetic | mf | dsl | 0.2 |" in table
+    assert len(list(csv.DictReader((out / "runs.csv").open()))) == 10
+
+    # the sweep's report and one sparse run's report: every figure a readable PNG
+    report.write_report(out)
+    text = (out / "report.md").read_text()
+    figures = sorted((out / "figures").glob("*.png"))
+    assert len(figures) == 2
+    for f in figures:
+        assert f"figures/{f.name}" in text
+        assert_png(f)
+    dsl_run = next(r["folder"] for r in plan["runs"] if r["labels"]["method"] == "dsl")
+    report.write_report(out / "runs" / dsl_run, tmp_path / "run_report")
+    run_figures = sorted(p.name for p in (tmp_path / "run_report" / "figures").glob("*.png"))
+    assert run_figures == ["budget.png", "exploration.png", "training.png"]
+    for name in run_figures:
+        assert_png(tmp_path / "run_report" / "figures" / name)
+    run_text = (tmp_path / "run_report" / "report.md").read_text()
+    assert "before the first step" in run_text  # the spread recorded at the start of training
+
+
+def test_bundles_override_axes_and_duplicates_train_once(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("out: o\nmodel: mf\nmethod: [dense, dsl, {label: gmp, method: gmp, density: 0.2}]\n"
+                    "density: [0.5, 0.2]\nks: [[10, 20]]\n")
+    runs = sw.read_sweep(path).runs
+    assert [(r.labels["method"], r.config["density"]) for r in runs] == [
+        ("dense", 1.0), ("dsl", 0.5), ("dsl", 0.2), ("gmp", 0.2)]
+    assert all(r.config["ks"] == [10, 20] for r in runs)  # a list-valued setting as a one-value axis
+    assert len({r.name for r in runs}) == 4
+
+
+def test_kept_runs_are_recognised_by_their_settings():
+    from dslrec.settings import resolve_settings
+
+    wanted = sw.flat_config(resolve_settings(dict(model="mf", method="dsl", density=0.5, delta_t=100, l2=1e-3)))
+    recorded = {k: v for k, v in wanted.items() if k not in ("storage", "max_steps", "eval_users", "l2")}
+    recorded.update(delta_t_epochs=2.0, eval_batch_size=1024, device="cpu")  # unused / session settings
+    # settings added since the run count as their defaults, as does a model option left at its default
+    assert sw.config_differences(wanted, recorded) == ["l2 (0.0001 recorded, 0.001 wanted)"]
+    recorded["l2"] = 1e-3
+    assert sw.config_differences(wanted, recorded) == []
+    assert sw.config_differences(wanted, {**recorded, "storage": "compact"}) == [
+        "storage ('compact' recorded, 'masked' wanted)"]
+    assert sw.config_differences(wanted, {**recorded, "delta_t": 50}) == ["delta_t (50 recorded, 100 wanted)"]
+    dense = {**wanted, "method": "dense", "density": 1.0}
+    assert sw.config_differences(dense, {**dense, "delta_t": 50}) == []  # dense never reads delta_t
+
+
+def test_frontier_keeps_the_points_nothing_beats():
+    points = [(1.0, 0.2), (2.0, 0.1), (2.0, 0.3), (3.0, 0.25), (4.0, 0.4)]
+    assert report.frontier(points) == [(1.0, 0.2), (2.0, 0.3), (4.0, 0.4)]
+
+
+@pytest.mark.parametrize("text, names", [
+    ("out: o\nmodel: [mf\n", "is not valid YAML"),
+    ("out: o\nmodel: mf\nbogus: [1, 2]\n", "unknown setting 'bogus'"),
+    ("out: o\nseed: []\n", "axis 'seed' is an empty list"),
+    ("model: mf\n", "needs `out: FOLDER`"),
+    ("out: o\nmethod: [dsl, {scope: per_row}]\n", "needs a `label`"),
+    ("out: o\nmethod: [dsl]\ndensity: [0.5, 2]\n", "density must be in (0, 1]"),
+    ("- a\n- b\n", "must hold a mapping"),
+])
+def test_bad_sweep_files_are_one_line_errors(capsys, tmp_path, monkeypatch, text, names):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.yaml").write_text(text)
+    err = one_line_error(capsys, ["sweep", "--config", str(tmp_path / "s.yaml")])
+    assert names in err
+    assert not (tmp_path / "o").exists()  # refused before anything is written
+
+
+def test_report_on_a_folder_that_is_not_a_run(capsys, tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    err = one_line_error(capsys, ["report", str(tmp_path)])
+    assert "neither a run folder" in err
+    err = one_line_error(capsys, ["report", str(tmp_path / "missing")])
+    assert "is not a folder" in err
+    with pytest.raises(DslrecError, match="not a sweep folder"):
+        sw.read_plan(tmp_path)
+
+
+def test_tensorboard_is_optional_and_says_how_to_install_it(capsys, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if tensorboard were not installed
+    out = tmp_path / "run"
+    err = one_line_error(capsys, ["train", "--model", "mf", "--epochs", "1", "--out", str(out), "--tensorboard"])
+    assert "pip install 'dslrec[tensorboard]'" in err and not out.exists()
+
+
+def test_tensorboard_logs_the_records_scalars(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    import dslrec
+
+    written: dict[str, list[tuple[int, float]]] = {}
+
+    class Writer:
+        def __init__(self, log_dir):
+            self.log_dir = log_dir
+
+        def add_scalar(self, tag, value, global_step):
+            written.setdefault(tag, []).append((global_step, value))
+
+        def flush(self):
+            pass
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=Writer))
+    dslrec.train(dict(model="mf", dataset="synthetic", dim=8, epochs=2, batch_size=4096, method="dsl", density=0.5,
+                      eval_users=300, delta_t=2), out=tmp_path / "run", progress=False, tensorboard=True)
+    records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert written["train/loss"] == [(r["epoch"], r["loss"]) for r in records]
+    assert written["valid/recall@20"] == [(r["epoch"], r["valid"]["recall@20"]) for r in records]
+    assert [v for _, v in written["sparse/exploration_rate"]] == [r["sparse"]["exploration_rate"] for r in records]
+    assert [v for _, v in written["sparse/zeta"]] == [r["sparse"]["zeta_now"] for r in records]
+    moved = written["sparse/moved_per_update"]
+    assert moved and all(v > 0 for _, v in moved)
+    spread = records[-1]["sparse"]["spread"]
+    assert written["budget/active_per_user_group01"][-1][1] == pytest.approx(
+        spread["user_groups"][0] / spread["user_group_sizes"][0])
