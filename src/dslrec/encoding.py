@@ -82,17 +82,26 @@ def encode_sorted_rows(m: sp.csr_matrix) -> dict[str, torch.Tensor]:
     return out
 
 
+DECODE_CHUNK = 1 << 22  # entries decoded at a time
+
+
 def decode_sorted_rows(parts: dict[str, np.ndarray], n_cols: int) -> tuple[np.ndarray, np.ndarray]:
     """(row pointers int64, column indices in the smallest type) back from ``encode_sorted_rows``."""
     indptr = indptr_of(parts["row_counts"])
     small = parts["deltas"]
-    gaps = small.astype(np.int64)
+    total = small.astype(np.int64)
     if "exceptions" in parts:
-        gaps[small == np.iinfo(small.dtype).max] = parts["exceptions"]
-    cols = np.cumsum(gaps)
-    before = np.concatenate([[0], cols])[indptr[:-1]]  # running total before each row
-    cols -= np.repeat(before, np.diff(indptr))
-    return indptr, cols.astype(index_dtype(n_cols))
+        total[small == np.iinfo(small.dtype).max] = parts["exceptions"]
+    np.cumsum(total, out=total)  # running total over all rows, in place
+    starts = indptr[:-1]
+    before = np.where(starts > 0, total[np.maximum(starts - 1, 0)], 0)  # the total before each row
+    cols = np.empty(len(total), dtype=index_dtype(n_cols))
+    # rows a few million entries at a time, so the per-entry offsets stay a small transient
+    bounds = np.unique(np.searchsorted(indptr, np.arange(0, len(total), DECODE_CHUNK), side="right") - 1)
+    for r0, r1 in zip(bounds, [*bounds[1:], len(starts)]):
+        a, b = indptr[r0], indptr[r1]
+        cols[a:b] = total[a:b] - np.repeat(before[r0:r1], np.diff(indptr[r0 : r1 + 1]))
+    return indptr, cols
 
 
 def indptr_of(row_counts: np.ndarray) -> np.ndarray:

@@ -71,7 +71,7 @@ VERSION = 2
 READS = ("1", "2")  # version 1: column indices only, seen items not delta-encoded
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "int8": torch.int8}
 VALUE_BYTES = {name: torch.empty(0, dtype=t).element_size() for name, t in DTYPES.items()}
-_POPCOUNT = torch.tensor([bin(b).count("1") for b in range(256)], dtype=torch.int64)
+_POPCOUNT = np.array([bin(b).count("1") for b in range(256)], dtype=np.uint8)
 SECTIONS = {"w/": "weights", "seen/": "seen", "ids/": "ids", "pop/": "popularity"}
 
 
@@ -452,7 +452,7 @@ class CompactModel:
         n_rows, n_cols = as_2d_shape(tuple(e["shape"]))
         if "bitmap" in e:
             bitmap = t[e["bitmap"]]
-            counts = _POPCOUNT[bitmap.long()].sum(dim=1)
+            counts = torch.from_numpy(_POPCOUNT[bitmap.numpy()].sum(axis=1, dtype=np.int64))  # uint8 lookups
             indptr = torch.zeros(n_rows + 1, dtype=torch.int64)
             torch.cumsum(counts, 0, out=indptr[1:])
             return SparseRows(indptr, n_cols, t[e["values"]], scales, bitmap=bitmap)
@@ -515,10 +515,12 @@ class CompactModel:
         data = np.ones(len(indices), dtype=np.float32)
         return sp.csr_matrix((data, indices.astype(np.int32), indptr), shape=(self.n_users, self.n_items))
 
-    def item_counts(self) -> np.ndarray:
-        """Training interactions per item (stored, or counted from the seen section)."""
+    def item_counts(self, seen_items: np.ndarray | None = None) -> np.ndarray:
+        """Training interactions per item (stored, or counted from the seen section; pass its
+        decoded items when they are at hand)."""
         if self.header["item_counts"] is None:
-            return np.bincount(self.seen_parts()[1], minlength=self.n_items).astype(np.int64)
+            items = self.seen_parts()[1] if seen_items is None else seen_items
+            return np.bincount(items, minlength=self.n_items).astype(np.int64)
         return self.tensors[self.header["item_counts"]].numpy().astype(np.int64)
 
     def user_ids(self) -> np.ndarray:
@@ -548,7 +550,9 @@ def load(path: str | Path) -> CompactModel:
     damaged = f"file {path} is damaged (checksum mismatch); re-export it"
     try:
         with safe_open(str(path), framework="pt") as f:
-            tensors = {name: f.get_tensor(name) for name in f.keys()}
+            # copied out of the file's mapping: a tensor view would keep the whole file resident
+            # (every page was read for the checksum) as long as any one tensor is alive
+            tensors = {name: f.get_tensor(name).clone() for name in f.keys()}
     except Exception as e:  # safetensors reports truncation and bad offsets as its own errors
         raise DslrecError(f"file {path} is damaged ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
                           "re-export it") from None

@@ -260,7 +260,7 @@ class Recommender:
         if compact.has_seen:
             indptr, items = compact.seen_parts()
             self.seen = SparseRows(torch.from_numpy(indptr), self.n_items, indices=np_to_torch(items))
-        counts = compact.item_counts()
+        counts = compact.item_counts(None if self.seen is None else self.seen.indices.numpy())
         self.popular = np.lexsort((np.arange(self.n_items), -counts))  # by count, ties by index
         self.popularity = counts.astype(np.float32)
         self.scorer = SCORERS[compact.backbone](compact, self.seen)
