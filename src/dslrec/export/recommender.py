@@ -207,6 +207,17 @@ class _MultVAE:
         return lambda rows, start, stop: _rows_of(h, rows) @ out(start, stop).T + self.out_b[start:stop]
 
 
+def release_freed_memory() -> None:
+    """Hand memory freed by the allocator back to the system (glibc's ``malloc_trim``; elsewhere
+    nothing): without it the heap keeps loading's transients and the process stays that large."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 SCORERS = {"mf": _MF, "lightgcn": _LightGCN, "neumf": _NeuMF, "multvae": _MultVAE}
 
 
@@ -265,6 +276,7 @@ class Recommender:
         self.popularity = counts.astype(np.float32)
         self.scorer = SCORERS[compact.backbone](compact, self.seen)
         compact.tensors.clear()  # the scorer holds what it needs; drop the file's copy
+        release_freed_memory()  # loading's transients (decoding, popcounts) go back to the system
 
     @classmethod
     def load(cls, path: str | Path) -> "Recommender":
