@@ -14,7 +14,6 @@ import dslrec
 from dslrec.cli import main
 from dslrec.data.synthetic import synthetic_dataset
 from dslrec.errors import DslrecError, DslrecWarning
-from dslrec.evaluate import evaluate
 from dslrec.evaluate.ranking import eval_users, sample_users
 from dslrec.models.popularity import Popularity
 from dslrec.sparse.schedule import update_ratio
