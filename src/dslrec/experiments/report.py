@@ -367,7 +367,7 @@ def training_figure(plt, records: list[dict], metric: str, best_epoch, popular, 
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     epochs = [r["epoch"] for r in records]
     a.plot(epochs, [r["loss"] for r in records], color="C0", lw=1.4)
-    a.set_xlabel("epoch")
+    _epoch_axis(a)
     a.set_ylabel("training loss (mean over the epoch)")
     a.set_title("training loss")
     ev = [r for r in records if "valid" in r and metric in r["valid"]]
@@ -377,7 +377,7 @@ def training_figure(plt, records: list[dict], metric: str, best_epoch, popular, 
         b.axhline(popular, color="0.5", lw=1, label=f"popularity ranking ({popular:.4f})")
     if best_epoch is not None:
         b.axvline(best_epoch, color="k", ls=":", lw=1, label=f"best epoch ({best_epoch})")
-    b.set_xlabel("epoch")
+    _epoch_axis(b)
     b.set_ylabel(f"validation {pretty(metric)}")
     b.set_title(f"validation {pretty(metric)}")
     b.legend(loc="lower right")
@@ -413,7 +413,7 @@ def exploration_figure(plt, records: list[dict], title: str):
     axes[2].set_ylabel("positions ever active (% of all)")
     axes[2].set_title("exploration rate")
     for ax in axes:
-        ax.set_xlabel("epoch")
+        _epoch_axis(ax)
         _shade_phases(ax, sparse)
     for ax in axes[:2]:
         ax.set_ylim(bottom=0)
@@ -422,10 +422,18 @@ def exploration_figure(plt, records: list[dict], title: str):
     return fig
 
 
+def _epoch_axis(ax) -> None:
+    """An x axis of epochs: labelled, ticks on whole epochs only."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def active_figure(plt, records: list[dict], title: str):
     fig, ax = plt.subplots(figsize=(7, 3.9))
     ax.plot([r["epoch"] for r in records], [r["active"] for r in records], color="C0", lw=1.5)
-    ax.set_xlabel("epoch")
+    _epoch_axis(ax)
     ax.set_ylabel("active parameters")
     ax.set_ylim(bottom=0)
     ax.yaxis.set_major_formatter(_thousands())
