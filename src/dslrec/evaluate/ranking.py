@@ -73,7 +73,8 @@ def default_batch_size(device: str | torch.device, n_items: int) -> int:
 
     On CPU a block this size is reused from the heap batch after batch; a 256 MiB one was
     mapped afresh each time and its page faults cost a third of the evaluation's CPU time
-    (Gowalla, MF, one thread: 8.1 s of CPU against 5.9 s at 32 MiB). The block bounds the memory.
+    (``benchmarks/bench_eval.py``'s phase profile, Gowalla MF, one thread: 1.2M page faults
+    and 2.85 s of system time at 256 MiB, 0.19M and 0.47 s at 32 MiB). The block bounds the memory.
     """
     budget = SCORE_BLOCK_BYTES.get(torch.device(device).type, 2**31)
     return max(1, budget // (4 * max(n_items, 1)))

@@ -126,10 +126,6 @@ class SparseRows(Rows):
         self.indices, self.bitmap = indices, bitmap
         self.shape = (len(indptr) - 1, int(n_cols))
 
-    @property
-    def nnz(self) -> int:
-        return int(self.indptr[-1])
-
     def _values(self, vals: torch.Tensor | None, n: int) -> torch.Tensor:
         return torch.ones(n, dtype=torch.float32) if vals is None else _widen(vals)
 
