@@ -131,16 +131,19 @@ def main() -> None:
     ap.add_argument("--out", default=str(HERE / "results" / "compact.json"))
     args = ap.parse_args()
 
-    from dslrec.data.synthetic import write_lightgcn_folder
-
     result = {"settings": vars(args), "modes": {}}
     names = [m for m in args.modes.split(",") if m]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "big"
         if names:
             t0 = time.perf_counter()
-            result["data"] = write_lightgcn_folder(folder, n_users=args.users, n_items=args.items,
-                                                   per_user=args.per_user, seed=0)
+            # in a child process: this one stays small (a child's ru_maxrss would start at our size)
+            code = ("import json, sys; from dslrec.data.synthetic import write_lightgcn_folder; "
+                    "print(json.dumps(write_lightgcn_folder(sys.argv[1], n_users=int(sys.argv[2]), "
+                    "n_items=int(sys.argv[3]), per_user=float(sys.argv[4]), seed=0)))")
+            proc = subprocess.run([sys.executable, "-c", code, str(folder), str(args.users), str(args.items),
+                                   str(args.per_user)], capture_output=True, text=True, check=True)
+            result["data"] = json.loads(proc.stdout)
             print(f"wrote {folder} in {time.perf_counter() - t0:.1f}s: {result['data']}", flush=True)
         for name in names:
             row = train(folder, Path(tmp) / name, MODES[name], args)

@@ -106,6 +106,56 @@ def test_compact_makes_the_masked_decisions_and_reaches_the_same_weights(backbon
         assert torch.all(c_weights[n][~c_hist[-1][n]] == 0)
 
 
+@pytest.mark.parametrize("grow", ["accumulated", "random_unseen"])
+def test_per_row_updates_in_slices_of_rows_stay_exact(monkeypatch, grow):
+    """Big tables are decided and committed a few rows at a time: with slices of 3 rows, compact
+    still makes the masked decisions, every row keeps its count, and the ever-active record holds
+    every position that was active."""
+    from dslrec.sparse import decisions
+
+    monkeypatch.setattr(decisions, "ROW_CHUNK_ELEMENTS", 3 * 8)  # 3 rows of the 8-column tables
+    masked, m_hist, m_weights = train_engine("masked", "mf", "adam", "per_row", grow)
+    compact, c_hist, c_weights = train_engine("compact", "mf", "adam", "per_row", grow)
+    assert len(decisions.row_chunks(N_USERS, 8)) > 10
+    for step, (a, b) in enumerate(zip(m_hist, c_hist), 1):
+        for n in a:
+            assert torch.equal(a[n], b[n]), f"masks differ at step {step} in {n}"
+            assert torch.equal(b[n].sum(dim=1), c_hist[0][n].sum(dim=1))  # each row's count is constant
+    assert sum(int((m_hist[0][n] != m_hist[-1][n]).sum()) for n in m_hist[0]) > 0
+    for n in m_weights:
+        torch.testing.assert_close(c_weights[n], m_weights[n], rtol=1e-5, atol=1e-6)
+        ever = compact.ever[n].dense().view(m_hist[0][n].shape)
+        union = torch.stack([h[n] for h in c_hist]).any(dim=0)
+        assert torch.equal(ever & union, union)  # every position active at some step is recorded
+
+
+def test_per_row_decisions_do_not_depend_on_the_slicing(monkeypatch):
+    """When every row has gradient and no scores tie, randomness plays no part: deciding in slices of
+    3 rows gives the masks of deciding all rows at once (a slice's candidate rows are its own)."""
+    from dslrec.sparse import decisions
+
+    def run(elements):
+        monkeypatch.setattr(decisions, "ROW_CHUNK_ELEMENTS", elements)
+        model = make_model("mf")
+        cfg = SparseConfig(method="dsl", density=0.3, scope="per_row", grow="gradient", delta_t=3, storage="compact")
+        engine = SparseEngine(model, None, cfg, total_steps=12, seed=3)
+        opt = make_optimizer("adam", model.parameters())
+        engine.attach(opt)
+        every = torch.arange(N_USERS)
+        batch = {"users": every, "pos": every % N_ITEMS, "neg": (every + 7) % N_ITEMS}  # every row gets gradient
+        for _ in range(12):
+            opt.zero_grad()
+            model.loss(batch).backward()
+            engine.step()
+        return {n: m.clone() for n, m in engine.masks.items()}, engine.n_updates
+
+    whole, n_whole = run(1 << 22)
+    sliced, n_sliced = run(3 * 8)
+    assert n_whole == n_sliced >= 3
+    for n in whole:
+        assert torch.equal(whole[n], sliced[n]), n
+
+
 def test_compact_keeps_no_tensor_of_a_tables_dense_size():
     model = MF(2000, 1500, dim=16)
     cfg = SparseConfig(method="dsl", density=0.1, scope="per_tensor", grow="accumulated", delta_t=4, storage="compact")

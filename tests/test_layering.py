@@ -11,7 +11,7 @@ PACKAGE = Path(dslrec.__file__).parent
 
 # lowest first; a module may import its own layer and those below
 LAYERS = [
-    {"dslrec.errors", "dslrec.fileio", "dslrec.progress", "dslrec.encoding"},
+    {"dslrec.errors", "dslrec.fileio", "dslrec.progress", "dslrec.encoding", "dslrec.memory"},
     {"dslrec.data"},
     {"dslrec.models", "dslrec.sparse", "dslrec.evaluate"},
     {"dslrec.settings", "dslrec.rundir"},

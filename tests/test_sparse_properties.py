@@ -236,3 +236,31 @@ def test_row_update_keeps_every_row_count(n_rows, n_cols, frac, zeta, prune, gro
             grown, left = new[r] & ~survivors[r], ~new[r] & ~survivors[r]
             if grown.any() and left.any():
                 assert grad[r][grown].abs().min() >= grad[r][left].abs().max()
+
+
+@SETTINGS
+@given(n=st.integers(1, 200), calls=st.lists(st.lists(st.integers(0, 199), max_size=40), max_size=4),
+       chunk=st.integers(1, 9), window=st.tuples(st.integers(0, 200), st.integers(0, 200)))
+def test_ever_active_bitset_holds_exactly_what_was_added(n, calls, chunk, window):
+    """The ever-active record, a bitset added to a few positions at a time (any order, repeats):
+    its dense view, count, membership and any slice agree with the set of added positions."""
+    from dslrec.sparse import tracking
+
+    ever = tracking.EverActive(n)
+    added = set()
+    old = tracking.ADD_CHUNK
+    tracking.ADD_CHUNK = chunk
+    try:
+        for call in calls:
+            pos = [p % n for p in call]
+            ever.add(torch.tensor(pos, dtype=torch.int64))
+            added |= set(pos)
+    finally:
+        tracking.ADD_CHUNK = old
+    expect = torch.zeros(n, dtype=torch.bool)
+    expect[sorted(added)] = True
+    assert torch.equal(ever.dense(), expect)
+    assert ever.count() == len(added)
+    assert torch.equal(ever.contains(torch.arange(n)), expect)
+    lo, hi = sorted(min(w, n) for w in window)
+    assert torch.equal(ever.dense(lo, hi), expect[lo:hi])

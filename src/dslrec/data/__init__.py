@@ -17,6 +17,7 @@ from dslrec.data.preprocess import METHODS, prepare
 from dslrec.data.readers import FORMATS, InteractionLog, check_table_options, detect, read
 from dslrec.data.synthetic import synthetic_dataset, synthetic_log
 from dslrec.errors import DslrecError
+from dslrec.memory import release_freed_memory
 
 __all__ = [
     "Dataset", "InteractionLog", "SPLITS", "METHODS", "FORMATS", "csr_from_pairs", "detect", "list_datasets",
@@ -97,10 +98,13 @@ def load(
     else:
         log, name, default = read_log(name_or_path, fmt=fmt, columns=columns, sep=sep, download=download,
                                       progress=progress)
-    return prepare(
+    dataset = prepare(
         log, name=name, split=split or default, seed=seed, min_rating=min_rating, k_core=k_core,
         valid_ratio=valid_ratio, test_ratio=test_ratio, fold_in=fold_in,
     )
+    del log
+    release_freed_memory()  # reading's and splitting's transients go back to the system, not to the run
+    return dataset
 
 
 def is_synthetic(name_or_path: str | Path) -> bool:

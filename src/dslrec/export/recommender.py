@@ -49,6 +49,7 @@ import torch
 
 from dslrec.encoding import np_to_torch
 from dslrec.errors import DslrecError
+from dslrec.memory import release_freed_memory
 from dslrec.evaluate.ranking import plan_blocks, rank_batch
 from dslrec.export.compact import CompactModel, load
 from dslrec.export.rows import BLOCK_ELEMENTS, DenseRows, Rows, SparseRows
@@ -205,17 +206,6 @@ class _MultVAE:
         h = torch.tanh(mu @ self.dec[0].T + self.dec[1])
         out = _Memo(self.out)
         return lambda rows, start, stop: _rows_of(h, rows) @ out(start, stop).T + self.out_b[start:stop]
-
-
-def release_freed_memory() -> None:
-    """Hand memory freed by the allocator back to the system (glibc's ``malloc_trim``; elsewhere
-    nothing): without it the heap keeps loading's transients and the process stays that large."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 SCORERS = {"mf": _MF, "lightgcn": _LightGCN, "neumf": _NeuMF, "multvae": _MultVAE}

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from dslrec.errors import DslrecError
-from dslrec.sparse.decisions import flat_nonzero, is_member
+from dslrec.sparse.decisions import flat_nonzero, is_member, row_chunks
 from dslrec.sparse.storage import WeightStorage, row_shape, rows_of_block
 
 
@@ -114,7 +114,13 @@ class Positions(nn.Module):
     def dense(self, values: Tensor) -> Tensor:
         """The dense tensor (differentiable with respect to ``values``)."""
         out = torch.zeros(self.n_rows * self.n_cols, dtype=values.dtype, device=values.device)
-        out = out.index_put((self.flat(),), values).view(self.shape)
+        # in place and a slice of rows at a time: one dense copy, and position transients of a slice
+        for lo, hi in row_chunks(self.n_rows, self.n_cols):
+            a, b = int(self.crow[lo]), int(self.crow[hi])
+            rows = torch.repeat_interleave(torch.arange(lo, hi, device=self.crow.device),
+                                           self.crow[lo: hi + 1].diff(), output_size=b - a)
+            out = out.index_put_((rows * self.n_cols + self.col[a:b].long(),), values[a:b])
+        out = out.view(self.shape)
         if self.recording and out.requires_grad:
             out.register_hook(self._record_dense)
         return out
@@ -320,7 +326,7 @@ class CompactStorage(WeightStorage):
         width = int(counts.max()) if counts.numel() else 0
         values = self.values(name).detach()
         if counts.numel() and bool((counts == width).all()):  # every row holds the same count (per_row)
-            return pos.col.long().view(-1, width), values.view(-1, width), counts
+            return pos.col.view(-1, width), values.view(-1, width), counts  # no padding: the stored type
         rows = pos.rows()
         within = torch.arange(rows.numel(), device=rows.device) - pos.crow[:-1].index_select(0, rows)
         cols = torch.full((pos.n_rows, width), pos.n_cols, dtype=torch.int64, device=rows.device)
@@ -398,21 +404,26 @@ class CompactStorage(WeightStorage):
             return self._set_regular_rows(name, cols)
         valid = torch.arange(width, device=cols.device).expand_as(cols) < counts.unsqueeze(1)
         rows = torch.arange(cols.shape[0], device=cols.device).unsqueeze(1).expand_as(cols)
-        return self.set_active(name, (rows * pos.n_cols + cols)[valid])
+        return self.set_active(name, (rows * pos.n_cols + cols.long())[valid])
 
     def _set_regular_rows(self, name: str, cols: Tensor) -> int:
         """``set_active_rows`` when every row keeps the same count (per_row scope): kept weights are
         found row by row (a search in each row's few sorted columns, not over the whole tensor)."""
         pos = self.pos[name]
         width = pos.width
-        old = pos.col.view(-1, width).long()
-        at = torch.searchsorted(old, cols.contiguous()).clamp_(max=width - 1)
-        kept = old.gather(1, at) == cols
-        for t in [self.values(name), *self.state_tensors(name)]:
-            rows = t.view(-1, width)
-            rows.copy_(torch.where(kept, rows.gather(1, at), torch.zeros((), dtype=t.dtype, device=t.device)))
-        pos.col = cols.reshape(-1).to(pos.col.dtype)  # the row pointers do not change
-        return int(kept.numel() - int(kept.sum()))
+        old_cols = pos.col.view(-1, width)
+        tensors = [t.view(-1, width) for t in [self.values(name), *self.state_tensors(name)]]
+        grown = 0
+        for lo, hi in row_chunks(cols.shape[0], pos.n_cols):  # a slice of rows at a time: small transients
+            new = cols[lo:hi].long()
+            at = torch.searchsorted(old_cols[lo:hi].long(), new).clamp_(max=width - 1)
+            kept = old_cols[lo:hi].long().gather(1, at) == new
+            for rows in tensors:
+                part = rows[lo:hi]
+                part.copy_(torch.where(kept, part.gather(1, at), torch.zeros((), dtype=part.dtype, device=part.device)))
+            old_cols[lo:hi] = new.to(old_cols.dtype)  # the row pointers do not change
+            grown += kept.numel() - int(kept.sum())
+        return grown
 
     def state_dict(self) -> dict[str, Tensor]:
         out = {}

@@ -489,6 +489,16 @@ def prune_and_grow_positions(n: int, active: Tensor, weight: Tensor, k: int, pru
     return torch.cat([survivors, grown]).sort().values
 
 
+ROW_CHUNK_ELEMENTS = 1 << 22  # per-row decisions take rows in slices of about this many positions
+
+
+def row_chunks(n_rows: int, n_cols: int, elements: int | None = None) -> list[tuple[int, int]]:
+    """Row ranges ``[lo, hi)`` of about ``elements`` (default ``ROW_CHUNK_ELEMENTS``) positions each,
+    at least one row each, covering all rows."""
+    step = max(1, (elements or ROW_CHUNK_ELEMENTS) // max(n_cols, 1))
+    return [(lo, min(lo + step, n_rows)) for lo in range(0, n_rows, step)]
+
+
 def _floyd_slots(free: Tensor, k: Tensor, generator: torch.Generator | None) -> Tensor:
     """For every row r, ``k[r]`` distinct slots drawn uniformly from ``range(free[r])`` (Robert
     Floyd's algorithm, vectorised over rows; the loop runs over the draws of a row, at most its

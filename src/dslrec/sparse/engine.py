@@ -332,10 +332,14 @@ class SparseEngine:
 
     def commit_rows(self, name: str, cols: Tensor, counts: Tensor) -> None:
         grown = self.storage.set_active_rows(name, cols, counts)
+        self._moved_last[name] = grown
+        self._moved_since[name] += grown
         n_cols = row_shape(self.shapes[name])[1]
-        valid = torch.arange(cols.shape[1], device=cols.device).expand_as(cols) < counts.unsqueeze(1)
-        rows = torch.arange(cols.shape[0], device=cols.device).unsqueeze(1)
-        self._record_move(name, grown, (rows * n_cols + cols)[valid])
+        for lo, hi in decisions.row_chunks(cols.shape[0], n_cols):  # flat positions a slice of rows at a time
+            part = cols[lo:hi].long()
+            valid = torch.arange(part.shape[1], device=part.device).expand_as(part) < counts[lo:hi].unsqueeze(1)
+            rows = torch.arange(lo, hi, device=part.device).unsqueeze(1)
+            self.ever[name].add((rows * n_cols + part)[valid])
 
     def commit_mask(self, name: str, mask: Tensor) -> None:
         self._record_move(name, self.storage.set_mask(name, mask), None, mask)

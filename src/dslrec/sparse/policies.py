@@ -180,16 +180,23 @@ class DSL(Policy):
             rows = torch.arange(n_rows, device=cols.device).unsqueeze(1)
             pos = (rows * n_cols + cols.clamp(max=n_cols - 1)).reshape(-1)
             grad = _values_at(engine.grad_rows(name), pos, n_cols, w.reshape(-1)).view_as(w)
-        if cfg.grow == "random_unseen":
-            cand = (torch.arange(n_rows, device=cols.device),
-                    (~engine.ever[name].dense().to(cols.device)).view(n_rows, n_cols).float())
-        else:
-            cand = self._source(engine, name)
-            if cand is not None:
-                cand = (cand[0], cand[1].abs())
-        new = decisions.prune_and_grow_row_slots(n_cols, cols, counts, w, k, cfg.prune,
-                                                 *(cand if cand is not None else (None, None)), grad,
-                                                 engine.generator)
+        source = None if cfg.grow == "random_unseen" else self._source(engine, name)
+        # rows are their own scopes: decide a slice of rows at a time, so the update's working
+        # memory is a few slices' worth, not several copies of the (rows, budget) table
+        # new columns in the storage's column type (int16 for most tables) when it holds the padding
+        new = torch.empty_like(cols, dtype=cols.dtype if torch.iinfo(cols.dtype).max >= n_cols else torch.int64)
+        for lo, hi in decisions.row_chunks(n_rows, n_cols):
+            part = None
+            if cfg.grow == "random_unseen":  # never-active positions score 1
+                never = ~engine.ever[name].dense(lo * n_cols, hi * n_cols).to(cols.device)
+                part = (torch.arange(hi - lo, device=cols.device), never.view(hi - lo, n_cols).float())
+            elif source is not None:
+                a, b = torch.searchsorted(source[0], torch.tensor([lo, hi], device=source[0].device)).tolist()
+                part = (source[0][a:b] - lo, source[1][a:b].abs())
+            new[lo:hi] = decisions.prune_and_grow_row_slots(
+                n_cols, cols[lo:hi].long(), counts[lo:hi], w[lo:hi], k[lo:hi] if k.dim() else k, cfg.prune,
+                *(part if part is not None else (None, None)), None if grad is None else grad[lo:hi],
+                engine.generator)
         engine.commit_rows(name, new, counts)
 
 

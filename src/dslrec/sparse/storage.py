@@ -81,8 +81,9 @@ class WeightStorage(ABC):
 
     @abstractmethod
     def active_rows(self, name: str) -> tuple[Tensor, Tensor, Tensor]:
-        """Per row: active columns sorted to the front of an (R, S) int64 tensor (padding: the column
-        count), their weights (padding 0) and the count per row."""
+        """Per row: active columns sorted to the front of an (R, S) integer tensor (padding: the column
+        count; int64, or a smaller type when no row needs padding), their weights (padding 0) and the
+        count per row."""
 
     @abstractmethod
     def grad_rows(self, name: str) -> tuple[Tensor, Tensor] | None:
@@ -270,7 +271,7 @@ class MaskedDenseStorage(WeightStorage):
     def set_active_rows(self, name: str, cols: Tensor, counts: Tensor) -> int:
         rows = as_rows(self.masks[name])
         new = torch.zeros((rows.shape[0], rows.shape[1] + 1), dtype=torch.bool, device=rows.device)
-        new.scatter_(1, cols, True)  # padding lands in the extra last column
+        new.scatter_(1, cols.long(), True)  # padding lands in the extra last column
         return self.set_mask(name, new[:, :-1])
 
     @torch.no_grad()

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 
+ADD_CHUNK = 1 << 22  # positions marked at a time
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 
 
@@ -25,15 +26,15 @@ class EverActive:
 
     def add(self, positions: Tensor) -> None:
         """Mark positions (any order, repeats allowed) as ever active."""
-        pos = positions.detach().cpu().numpy().astype(np.int64, copy=False)
-        if pos.size > 1 and not bool(np.all(pos[1:] > pos[:-1])):
-            pos = np.unique(pos)
-        if pos.size == 0:
-            return
-        byte = pos >> 3
-        bit = np.left_shift(1, (pos & 7)).astype(np.uint8)
-        starts = np.flatnonzero(np.r_[True, byte[1:] != byte[:-1]])  # one OR per touched byte
-        self.bits[byte[starts]] |= np.bitwise_or.reduceat(bit, starts)
+        flat = positions.detach().reshape(-1).cpu()
+        for a in range(0, flat.numel(), ADD_CHUNK):  # a few million at a time: small transients
+            pos = flat[a: a + ADD_CHUNK].numpy().astype(np.int64, copy=False)
+            if pos.size > 1 and not bool(np.all(pos[1:] > pos[:-1])):
+                pos = np.unique(pos)
+            byte = pos >> 3
+            bit = np.left_shift(1, (pos & 7)).astype(np.uint8)
+            starts = np.flatnonzero(np.r_[True, byte[1:] != byte[:-1]])  # one OR per touched byte
+            self.bits[byte[starts]] |= np.bitwise_or.reduceat(bit, starts)
 
     def contains(self, positions: Tensor) -> Tensor:
         pos = positions.detach().cpu().numpy().astype(np.int64, copy=False)
@@ -47,9 +48,12 @@ class EverActive:
     def count(self) -> int:
         return int(_POPCOUNT[self.bits].sum(dtype=np.int64))  # bits past n are never set
 
-    def dense(self) -> Tensor:
-        """As a dense bool tensor (transient: random_unseen growth per row)."""
-        return torch.from_numpy(np.unpackbits(self.bits, bitorder="little")[: self.n].astype(bool))
+    def dense(self, start: int = 0, stop: int | None = None) -> Tensor:
+        """Positions ``start .. stop - 1`` (default all) as a dense bool tensor (transient: random_unseen
+        growth per row, a slice of rows at a time)."""
+        stop = self.n if stop is None else stop
+        bits = np.unpackbits(self.bits[start >> 3: (stop + 7) >> 3], bitorder="little")
+        return torch.from_numpy(bits[start & 7: (start & 7) + stop - start].astype(bool))
 
     def to_tensor(self) -> Tensor:
         return torch.from_numpy(self.bits.copy())

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import math
-import resource
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from tqdm.auto import tqdm
 
 from dslrec import rundir
 from dslrec.errors import DslrecError
+from dslrec.memory import peak_rss_mb
 from dslrec.progress import progress_bar
 from dslrec.settings import RunConfig
 from dslrec.training.optim import make_optimizer
@@ -69,10 +69,6 @@ class NonFiniteLoss(DslrecError):
     pass
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
 def save_masks(run_dir: Path, engine) -> None:
     """The best epoch's masks beside its weights (an active weight may be exactly zero). Compact
     storage's weights carry their positions: no masks file."""
@@ -109,10 +105,6 @@ def tensor_bytes(model: torch.nn.Module, optimizer) -> dict[str, int]:
 
     state = [v for s in optimizer.state.values() for v in s.values()]
     return {"model": size([*model.parameters(), *model.buffers()]), "optimizer": size(state)}
-
-
-def clone_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 class Trainer:
@@ -198,7 +190,10 @@ class Trainer:
         spread_start = (self.spread(engine.shapes, engine.axis_counts)
                         if engine is not None and resume is None else None)
 
+        best_is_live = False  # best_state refers to the model's own tensors (not yet copied)
         for epoch in range(start_epoch, n_epochs):
+            if best_is_live:  # training moves on: keep the best epoch's weights as they are now
+                best_state, best_is_live = {k: v.clone() for k, v in best_state.items()}, False
             t0 = time.perf_counter()
             steps = min(self.steps_per_epoch, total_steps - epoch * self.steps_per_epoch)
             loss, steps = self.train_epoch(index, epoch, optimizer, schedule, engine, steps)
@@ -227,7 +222,9 @@ class Trainer:
                     first_metric = value
                 if eligible and value > best_metric:
                     best_metric, best_epoch, bad_evals, best_valid = value, self.global_epoch, 0, valid
-                    best_state = clone_state(model)
+                    # copied only if another epoch follows: a last epoch's best costs no model-sized copy
+                    best_state = {k: v.detach() for k, v in model.state_dict().items()}
+                    best_is_live = True
                     rundir.save_weights(self.run_dir / rundir.BEST, best_state)
                     save_masks(self.run_dir, engine)
                 elif eligible and self.learning(best_metric, first_metric) and settled(engine):
