@@ -84,9 +84,9 @@ def test_a_cut_epoch_samples_only_its_batches(small, tmp_path, monkeypatch):
     drawn: list[int] = []
     real = sampling.sample_negatives
 
-    def spy(keys, users, n_items, rng):
+    def spy(positives, users, n_items, rng):
         drawn.append(int(users.size))
-        return real(keys, users, n_items, rng)
+        return real(positives, users, n_items, rng)
 
     monkeypatch.setattr(sampling, "sample_negatives", spy)
     s = dslrec.train(dict(model="mf", epochs=3, batch_size=BATCH, max_steps=3), dataset=small,

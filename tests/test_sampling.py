@@ -21,6 +21,7 @@ from dslrec.data.sampling import (
     pairwise_epoch,
     pointwise_epoch,
 )
+from dslrec.data import sampling
 from dslrec.data.synthetic import synthetic_dataset
 from dslrec.errors import DslrecError
 
@@ -194,9 +195,9 @@ def counted_negatives(monkeypatch) -> list[int]:
     calls: list[int] = []
     real = sampling.sample_negatives
 
-    def spy(keys, users, n_items, rng):
+    def spy(positives, users, n_items, rng):
         calls.append(int(users.size))
-        return real(keys, users, n_items, rng)
+        return real(positives, users, n_items, rng)
 
     monkeypatch.setattr(sampling, "sample_negatives", spy)
     return calls
@@ -285,3 +286,25 @@ def test_held_out_users_are_never_sampled_in_chunks(held_out, small_chunks):
         assert set(users.tolist()) <= set(trained.tolist())
     out = pairwise_epoch(held_out, 0)
     assert len(out["users"]) == held_out.train[trained].nnz
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 12), st.integers(1, 40), st.lists(st.tuples(st.integers(0, 11), st.integers(0, 39)), max_size=80),
+       st.lists(st.tuples(st.integers(0, 11), st.integers(0, 39)), min_size=1, max_size=50), st.booleans())
+def test_positives_finds_exactly_the_stored_pairs(n_rows, n_cols, stored, queries, shuffle_rows):
+    """The per-row binary search agrees with a set of the stored pairs, rows of any length (empty,
+    one entry, full), unsorted indices included."""
+    stored = {(r % n_rows, c % n_cols) for r, c in stored}
+    rows = np.array([r for r, _ in stored], dtype=np.int64)
+    cols = np.array([c for _, c in stored], dtype=np.int64)
+    m = sp.csr_matrix((np.ones(len(stored), np.float32), (rows, cols)), shape=(n_rows, n_cols))
+    if shuffle_rows and m.nnz > 1:  # indices out of order within rows
+        m.indices = m.indices.copy()
+        for r in range(n_rows):
+            a, b = m.indptr[r], m.indptr[r + 1]
+            m.indices[a:b] = m.indices[a:b][::-1]
+        m.has_sorted_indices = False
+    users = np.array([r % n_rows for r, _ in queries], dtype=np.int64)
+    items = np.array([c % n_cols for _, c in queries], dtype=np.int64)
+    got = sampling.Positives(m).contains(users, items)
+    assert got.tolist() == [(u, i) in stored for u, i in zip(users.tolist(), items.tolist())]

@@ -1,8 +1,7 @@
 """Negative sampling and training batches, vectorised and seeded.
 
-Every sampler works on whole arrays: positives are looked up with
-``np.searchsorted`` on the sorted keys ``user * n_items + item`` of a CSR
-matrix, and rejected negatives are redrawn in a loop over the still-bad subset
+Every sampler works on whole arrays: positives are looked up by a binary
+search within each user's sorted CSR row, vectorised over the draws, and rejected negatives are redrawn in a loop over the still-bad subset
 only (a few rounds at realistic densities). Only users in
 ``dataset.trained_users()`` contribute training examples, so the fold-in rows
 of held-out users (protocol ``"users"``) are never trained on.
@@ -49,9 +48,8 @@ def csr_rows(m: sp.csr_matrix, users: np.ndarray) -> tuple[np.ndarray, np.ndarra
     ``m.data`` (to fetch values) without building a new matrix.
     """
     users = np.asarray(users, dtype=np.int64)
-    indptr = m.indptr.astype(np.int64, copy=False)
-    starts = indptr[users]
-    lengths = indptr[users + 1] - starts
+    starts = m.indptr[users].astype(np.int64)  # only the rows asked for are widened
+    lengths = m.indptr[users + 1] - starts
     total = int(lengths.sum())
     rows = np.repeat(np.arange(len(users), dtype=np.int64), lengths)
     # offset of entry j = start of its row + (j - first output index of its row)
@@ -60,28 +58,41 @@ def csr_rows(m: sp.csr_matrix, users: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return rows, m.indices[offsets].astype(np.int64), offsets
 
 
-def pair_keys(m: sp.csr_matrix) -> np.ndarray:
-    """Sorted int64 keys ``row * n_cols + col`` of the stored entries of ``m``."""
-    keys = np.repeat(np.arange(m.shape[0], dtype=np.int64) * m.shape[1], np.diff(m.indptr))
-    keys += m.indices  # in place: one int64 array per stored entry, no temporaries of that size
-    if not m.has_sorted_indices:
-        keys.sort()
-    return keys
+class Positives:
+    """Which (user, item) pairs are stored entries of a CSR matrix: a binary search within each
+    queried row, vectorised over the queries, in the matrix's own arrays. Nothing of the size of the
+    data is built (sorted keys ``user * n_items + item`` would be 8 bytes per interaction)."""
 
+    def __init__(self, m: sp.csr_matrix):
+        if not m.has_sorted_indices:
+            m = m.copy()
+            m.sort_indices()
+        self.indptr, self.indices = m.indptr, m.indices
 
-def contains(keys: np.ndarray, users: np.ndarray, items: np.ndarray, n_items: int) -> np.ndarray:
-    """Bool mask: is (users[i], items[i]) among the sorted ``keys``?"""
-    q = users.astype(np.int64) * n_items + items
-    if len(keys) == 0:
-        return np.zeros(q.shape, dtype=bool)
-    pos = np.minimum(np.searchsorted(keys, q), len(keys) - 1)
-    return keys[pos] == q
+    def contains(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Bool mask: is ``(users[i], items[i])`` stored?"""
+        lo = self.indptr[users].astype(np.int64)
+        end = self.indptr[users + 1].astype(np.int64)
+        if len(self.indices) == 0:
+            return np.zeros(np.shape(users), dtype=bool)
+        hi = end.copy()
+        last = len(self.indices) - 1
+        # lo ends at the first entry of the row >= the item: ceil(log2(longest row + 1)) rounds
+        while True:
+            open_ = lo < hi
+            if not open_.any():
+                break
+            mid = (lo + hi) >> 1
+            right = open_ & (self.indices[np.minimum(mid, last)] < items)
+            lo = np.where(right, mid + 1, lo)
+            hi = np.where(open_ & ~right, mid, hi)
+        return (lo < end) & (self.indices[np.minimum(lo, last)] == items)
 
 
 def sample_negatives(
-    keys: np.ndarray, users: np.ndarray, n_items: int, rng: np.random.Generator
+    positives: Positives, users: np.ndarray, n_items: int, rng: np.random.Generator
 ) -> np.ndarray:
-    """One uniform item per entry of ``users`` that is not a positive (per ``keys``) of that user.
+    """One uniform item per entry of ``users`` that is not one of that user's ``positives``.
 
     Rejection sampling; each round redraws only the entries still bad. The
     caller guarantees no user has every item as a positive. Lookups are much
@@ -93,7 +104,7 @@ def sample_negatives(
     flat = neg.reshape(-1)
     while todo.size:
         flat[todo] = rng.integers(0, n_items, size=todo.size)
-        todo = todo[contains(keys, flat_users[todo], flat[todo], n_items)]
+        todo = todo[positives.contains(flat_users[todo], flat[todo])]
     return neg
 
 
@@ -131,8 +142,9 @@ def _shuffle_rows(rng: np.random.Generator, arrays: dict[str, np.ndarray]) -> di
 
 
 def _row_of(indptr: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """The CSR row (user) holding each entry offset."""
-    return np.searchsorted(indptr, offsets, side="right").astype(np.int64) - 1
+    """The CSR row (user) holding each entry offset (offsets in indptr's type: numpy would otherwise
+    widen the whole indptr at every call)."""
+    return np.searchsorted(indptr, offsets.astype(indptr.dtype, copy=False), side="right").astype(np.int64) - 1
 
 
 def _shuffled(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -161,8 +173,8 @@ def pairwise_chunks(
     """
     chunk = _chunk_rows(chunk)
     m = dataset.train
-    indptr = m.indptr.astype(np.int64, copy=False)
-    keys = pair_keys(m)
+    indptr = m.indptr  # int32 for most data: not widened, it is as long as the users
+    positives = Positives(m)
     if per_user:
         trained = dataset.trained_users()
         deg = np.diff(indptr)
@@ -174,7 +186,7 @@ def pairwise_chunks(
             users = trained[np.sort(rng.integers(0, len(trained), size=size))]
             pick = indptr[users] + (rng.random(size) * deg[users]).astype(np.int64)
             yield _shuffle_rows(rng, {"users": users, "pos": m.indices[pick].astype(np.int64),
-                                      "neg": sample_negatives(keys, users, dataset.n_items, rng)})
+                                      "neg": sample_negatives(positives, users, dataset.n_items, rng)})
         return
     offsets, n = _trained_offsets(dataset)
     order = _shuffled(rng, n)
@@ -185,7 +197,7 @@ def pairwise_chunks(
         off = idx if offsets is None else offsets[idx]
         users = _row_of(indptr, off)
         yield _shuffle_rows(rng, {"users": users, "pos": m.indices[off].astype(np.int64),
-                                  "neg": sample_negatives(keys, users, dataset.n_items, rng)})
+                                  "neg": sample_negatives(positives, users, dataset.n_items, rng)})
 
 
 def pointwise_chunks(
@@ -198,8 +210,8 @@ def pointwise_chunks(
         raise DslrecError(f"n_neg must be >= 0, got {n_neg}; use e.g. 4 negatives per positive")
     chunk = _chunk_rows(chunk)
     m = dataset.train
-    indptr = m.indptr.astype(np.int64, copy=False)
-    keys = pair_keys(m)
+    indptr = m.indptr  # int32 for most data: not widened, it is as long as the users
+    positives = Positives(m)
     offsets, n = _trained_offsets(dataset)
     order = _shuffled(rng, n * (1 + n_neg))  # rows < n are the positives, row n + j*n_neg + k pair j's k-th negative
     for start in range(0, len(order), chunk):
@@ -213,7 +225,7 @@ def pointwise_chunks(
         users = _row_of(indptr, off)
         items = m.indices[off].astype(np.int64)
         neg = ~positive
-        items[neg] = sample_negatives(keys, users[neg], dataset.n_items, rng)
+        items[neg] = sample_negatives(positives, users[neg], dataset.n_items, rng)
         yield _shuffle_rows(rng, {"users": users, "items": items, "labels": positive.astype(np.float32)})
 
 
@@ -267,7 +279,7 @@ def eval_negatives(
     allpos = (dataset.train + dataset.valid + dataset.test).tocsr()
     allpos.sort_indices()
     _check_room(dataset, users, np.diff(allpos.indptr)[users], n_neg, "the sampled protocol")
-    keys = pair_keys(allpos)
+    positives = Positives(allpos)
     n = dataset.n_items
     neg = np.empty((len(users), n_neg), dtype=np.int64)
     flat = neg.reshape(-1)
@@ -275,7 +287,7 @@ def eval_negatives(
     todo = np.arange(flat.size)
     while todo.size:
         flat[todo] = rng.integers(0, n, size=todo.size)
-        bad = contains(keys, flat_users[todo], flat[todo], n)
+        bad = positives.contains(flat_users[todo], flat[todo])
         # a repeat within a row (only rows just redrawn can have one): keep the
         # first occurrence (stable sort), redraw the others
         rows = np.unique(todo // n_neg)
