@@ -28,12 +28,13 @@ def popularity_groups(counts: np.ndarray, n_groups: int = 10) -> np.ndarray:
         raise DslrecError(f"number of groups must be >= 1, got {n_groups}")
     counts = np.asarray(counts, dtype=np.float64)
     total = counts.sum()
+    small = np.min_scalar_type(n_groups - 1)  # one byte per entity for up to 256 groups: kept all run
     if total <= 0:
-        return np.zeros(len(counts), dtype=np.int64)
+        return np.zeros(len(counts), dtype=small)
     order = np.argsort(counts, kind="stable")
     c = counts[order]
     mid = np.cumsum(c) - c / 2.0
-    groups = np.empty(len(counts), dtype=np.int64)
+    groups = np.empty(len(counts), dtype=small)
     groups[order] = np.minimum((mid * n_groups / total).astype(np.int64), n_groups - 1)
     return groups
 

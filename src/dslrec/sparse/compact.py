@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from dslrec.errors import DslrecError
-from dslrec.sparse.decisions import flat_nonzero, is_member, row_chunks
+from dslrec.sparse.decisions import ROW_CHUNK_ELEMENTS, flat_nonzero, is_member, row_chunks
 from dslrec.sparse.storage import WeightStorage, row_shape, rows_of_block
 
 
@@ -80,10 +80,14 @@ class Positions(nn.Module):
 
     def set(self, positions: Tensor) -> None:
         """New sorted flat positions."""
-        rows = torch.div(positions, self.n_cols, rounding_mode="floor")
-        self.crow = torch.zeros_like(self.crow)
-        self.crow[1:] = torch.bincount(rows, minlength=self.n_rows).cumsum(0)
-        self.col = (positions - rows * self.n_cols).to(self.col.dtype)
+        # row r starts at the first position >= r * n_cols; columns a slice at a time (no int64 temporaries
+        # of the budget's length)
+        starts = torch.arange(self.n_rows + 1, device=positions.device) * self.n_cols
+        self.crow = torch.searchsorted(positions, starts).to(self.crow.dtype)
+        col = torch.empty(positions.shape, dtype=self.col.dtype, device=positions.device)
+        for a in range(0, positions.numel(), ROW_CHUNK_ELEMENTS):
+            col[a: a + ROW_CHUNK_ELEMENTS] = positions[a: a + ROW_CHUNK_ELEMENTS] % self.n_cols
+        self.col = col
         self._find_width()
 
     def _find_width(self) -> None:

@@ -16,6 +16,7 @@ import torch
 
 from dslrec import __version__
 from dslrec.errors import DslrecError, warn
+from dslrec.memory import release_freed_memory
 from dslrec import rundir
 from dslrec.training.budget import Budget
 from dslrec.settings import (RunConfig, load_dataset, read_config_file, resolve_delta_t,  # noqa: F401
@@ -68,6 +69,7 @@ def make_evaluator(cfg: RunConfig, dataset, sample: np.ndarray | None = None):
 
     def run(model: torch.nn.Module, split: str, per_user: bool = False):
         device = next(model.parameters()).device
+        release_freed_memory()  # what training freed goes back first: evaluation's blocks come on top
         model.eval()
         with torch.no_grad():
             scorer = model.scorer()
