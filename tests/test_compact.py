@@ -135,10 +135,10 @@ def test_per_row_decisions_do_not_depend_on_the_slicing(monkeypatch):
     from dslrec.sparse import decisions
 
     def run(elements):
-        monkeypatch.setattr(decisions, "ROW_CHUNK_ELEMENTS", elements)
         model = make_model("mf")
         cfg = SparseConfig(method="dsl", density=0.3, scope="per_row", grow="gradient", delta_t=3, storage="compact")
-        engine = SparseEngine(model, None, cfg, total_steps=12, seed=3)
+        engine = SparseEngine(model, None, cfg, total_steps=12, seed=3)  # the same initial draw
+        monkeypatch.setattr(decisions, "ROW_CHUNK_ELEMENTS", elements)  # the updates' slices
         opt = make_optimizer("adam", model.parameters())
         engine.attach(opt)
         every = torch.arange(N_USERS)

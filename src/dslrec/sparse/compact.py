@@ -359,6 +359,12 @@ class CompactStorage(WeightStorage):
             if not on:
                 pos.recorded = []
 
+    def before_update(self) -> None:
+        # the values' gradient has been applied, and an update re-keys (or resizes) the values: drop it
+        # rather than hold a budget-sized tensor through the update's transients (Adam's dense gradient)
+        for name in self.pos:
+            self.values(name).grad = None
+
     def before_step(self, fast: bool) -> None:
         pass  # every stored value is active: nothing to mask
 

@@ -120,6 +120,7 @@ class SparseEngine:
                 model.to(deferred.device)
             for n in self.names:
                 self.ever[n].add(positions[n])
+            positions = values = None  # the storage holds them in its own form now; free the flat ones
         else:
             init = (positions_to_masks(positions, self.shapes) if positions is not None
                     else {n: torch.ones_like(p, dtype=torch.bool) for n, p in params.items()})
@@ -143,6 +144,12 @@ class SparseEngine:
         if self._masking:
             self.storage.after_step(fast=False)
         self.storage.record_grads(self.policy.needs_grads(self, self.t + 1))
+
+    def detach(self) -> None:
+        """Training with this engine is over: forget the optimiser, so that its state (as large as the
+        active weights, twice for Adam) is freed before the final evaluation."""
+        self.optimizer = None
+        self.storage.attach(None)
 
     # --- the training-loop API ----------------------------------------------------
     @property
@@ -173,6 +180,7 @@ class SparseEngine:
         self.t = t
         if update:
             started = time.perf_counter()
+            self.storage.before_update()
             self.policy.update(self)
             self._update_seconds.append(time.perf_counter() - started)
             self.n_updates += 1

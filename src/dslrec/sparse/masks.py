@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from dslrec.errors import DslrecError
-from dslrec.sparse.decisions import (_floyd_slots, as_rows, flat_nonzero, random_absent, rows_select,
+from dslrec.sparse.decisions import (_floyd_slots, as_rows, flat_nonzero, random_absent, row_chunks, rows_select,
                                     select_largest)
 
 
@@ -75,10 +75,13 @@ def uniform_positions(shapes: Mapping[str, torch.Size], density: float, scope: s
         for name, shape in shapes.items():
             n_rows, n_cols = as_rows(torch.empty(shape, device="meta")).shape
             k = budget(n_cols, density)
-            slots = _floyd_slots(torch.full((n_rows,), n_cols, dtype=torch.int64, device=device),
-                                 torch.full((n_rows,), k, dtype=torch.int64, device=device), generator)
-            rows = torch.arange(n_rows, device=device).unsqueeze(1)
-            out[name] = (rows * n_cols + slots.sort(dim=1).values).reshape(-1)
+            positions = torch.empty(n_rows * k, dtype=torch.int64, device=device)
+            for lo, hi in row_chunks(n_rows, n_cols):  # a slice of rows at a time: small transients
+                slots = _floyd_slots(torch.full((hi - lo,), n_cols, dtype=torch.int64, device=device),
+                                     torch.full((hi - lo,), k, dtype=torch.int64, device=device), generator)
+                rows = torch.arange(lo, hi, device=device).unsqueeze(1)
+                positions[lo * k: hi * k] = (rows * n_cols + slots.sort(dim=1).values).reshape(-1)
+            out[name] = positions
         return out
     if scope == "global":
         sizes = [math.prod(s) for s in shapes.values()]

@@ -173,7 +173,6 @@ class DSL(Policy):
         """Every row moves ceil(zeta * its count)."""
         cfg, st = self.cfg, engine.storage
         cols, w, counts = st.active_rows(name)
-        k = schedule.n_moved(zeta, counts)
         n_rows, n_cols = row_shape(engine.shapes[name])
         grad = None
         if cfg.prune == "taylor":
@@ -194,8 +193,8 @@ class DSL(Policy):
                 a, b = torch.searchsorted(source[0], torch.tensor([lo, hi], device=source[0].device)).tolist()
                 part = (source[0][a:b] - lo, source[1][a:b].abs())
             new[lo:hi] = decisions.prune_and_grow_row_slots(
-                n_cols, cols[lo:hi].long(), counts[lo:hi], w[lo:hi], k[lo:hi] if k.dim() else k, cfg.prune,
-                *(part if part is not None else (None, None)), None if grad is None else grad[lo:hi],
+                n_cols, cols[lo:hi].long(), counts[lo:hi], w[lo:hi], schedule.n_moved(zeta, counts[lo:hi]),
+                cfg.prune, *(part if part is not None else (None, None)), None if grad is None else grad[lo:hi],
                 engine.generator)
         engine.commit_rows(name, new, counts)
 

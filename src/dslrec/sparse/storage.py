@@ -132,6 +132,9 @@ class WeightStorage(ABC):
         """The optimiser whose per-weight state storage keeps in step with the positions."""
         self.optimizer = optimizer
 
+    def before_update(self) -> None:
+        """Before a prune-and-grow update, after the optimiser's step (default: nothing)."""
+
     @abstractmethod
     def before_step(self, fast: bool) -> None:
         """Before ``optimizer.step()``; ``fast``: a plain step of a zero-preserving optimiser."""

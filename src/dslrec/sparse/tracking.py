@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 
-ADD_CHUNK = 1 << 22  # positions marked at a time
+ADD_CHUNK = 1 << 20  # positions marked at a time (a few MB of transients each)
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 
 

@@ -252,6 +252,8 @@ class Trainer:
                 self.say(f"early stop: no {cfg.metric} improvement in {cfg.patience} evaluations")
                 break
         self.tensor_bytes = tensor_bytes(model, optimizer)
+        if engine is not None:
+            engine.detach()  # the result keeps the engine (its counts), not the optimiser's state
         return PhaseResult(best_state, best_epoch, best_valid, engine)
 
     def learning(self, best: float, first: float) -> bool:
@@ -288,6 +290,7 @@ class Trainer:
             n += 1
             if self.progress and n % 50 == 0:
                 bar.set_postfix(loss=f"{total.item() / n:.4f}")
+        optimizer.zero_grad(set_to_none=True)  # the last step's gradients are spent: not held through evaluation
         mean = float(total.item() / max(n, 1))
         if not math.isfinite(mean):
             raise NonFiniteLoss(
