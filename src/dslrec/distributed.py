@@ -96,14 +96,18 @@ def setup(device: str = "auto") -> Group | None:
     return _current
 
 
-def teardown() -> None:
-    """Leave the process group :func:`setup` joined (end of a distributed run); nothing otherwise."""
+def teardown(wait: bool = False) -> None:
+    """Leave the process group :func:`setup` joined (end of a distributed run); nothing otherwise.
+    ``wait``: first wait until every rank is here (after a run that finished on every rank), so that no
+    rank closes its connections while another still talks to it."""
     global _current
     if _current is None:
         return
     import torch.distributed as td
 
     if td.is_initialized():
+        if wait:
+            td.barrier()
         td.destroy_process_group()
     _current = None
 

@@ -151,8 +151,9 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         group = distributed.current()
         if group is None or group.writer:  # torchrun: one summary, rank 0's
             print(format_summary(summary))
+        distributed.teardown(wait=True)
     finally:
-        distributed.teardown()
+        distributed.teardown()  # after an error: at once (the launcher stops the other ranks)
     return 0
 
 
