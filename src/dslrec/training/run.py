@@ -62,11 +62,13 @@ def rank_shared(scorer, dataset, split: str, cfg: RunConfig, users: np.ndarray |
     splits the users into contiguous shares, one per rank, and gathers the per-user values in their
     order: averaged by ``UserMetrics.summary`` as one process would, the metrics are those of one
     process. Every rank gets the whole result."""
-    from dslrec.evaluate.ranking import eval_users, join_user_metrics, rank_users
+    from dslrec.evaluate import evaluate
+    from dslrec.evaluate.ranking import eval_users, join_user_metrics
 
     group = distributed.current()
-    ranked = lambda who: rank_users(scorer, dataset, split, tuple(cfg.ks), batch_size=cfg.eval_batch_size,  # noqa: E731
-                                    device=device, users=who, cold_users=cfg.cold_users)
+    ranked = lambda who: evaluate(scorer, dataset, split=split, ks=tuple(cfg.ks),  # noqa: E731
+                                  batch_size=cfg.eval_batch_size, device=device, users=who, per_user=True,
+                                  cold_users=cfg.cold_users)[1]
     if group is None or group.world == 1:
         return ranked(users)
     everyone = eval_users(dataset, split, users, cfg.cold_users)
