@@ -11,14 +11,15 @@ PACKAGE = Path(dslrec.__file__).parent
 
 # lowest first; a module may import its own layer and those below
 LAYERS = [
-    {"dslrec.errors", "dslrec.fileio", "dslrec.progress", "dslrec.encoding", "dslrec.memory"},
+    {"dslrec.errors", "dslrec.fileio", "dslrec.progress", "dslrec.encoding", "dslrec.memory",
+     "dslrec.distributed"},
     {"dslrec.data"},
     {"dslrec.models", "dslrec.sparse", "dslrec.evaluate"},
     {"dslrec.settings", "dslrec.rundir"},
     {"dslrec.export"},
     {"dslrec.training"},
     {"dslrec.experiments"},
-    {"dslrec.cli", "dslrec.demo", "dslrec.data.commands", "dslrec.training.commands", "dslrec.export.commands",
+    {"dslrec.cli", "dslrec.__main__", "dslrec.demo", "dslrec.data.commands", "dslrec.training.commands", "dslrec.export.commands",
      "dslrec.experiments.commands"},
 ]
 # The package root is the public facade: it may name anything (lazily), and what others take from it

@@ -65,6 +65,19 @@ class UserMetrics:
         return {k: float(v.mean()) for k, v in self.values.items()}
 
 
+def join_user_metrics(parts: Sequence[UserMetrics]) -> UserMetrics:
+    """Per-user results of consecutive shares of the users as one (a distributed evaluation's ranks,
+    in rank order): its ``summary()`` is that of evaluating all of them at once."""
+    first = parts[0]
+    return UserMetrics(
+        users=np.concatenate([p.users for p in parts]),
+        n_target=np.concatenate([p.n_target for p in parts]),
+        topk=np.concatenate([p.topk for p in parts]),
+        hits=np.concatenate([p.hits for p in parts]),
+        values={k: np.concatenate([p.values[k] for p in parts]) for k in first.values},
+    )
+
+
 SCORE_BLOCK_BYTES = {"cpu": 2**25}  # float32 scores per batch; 2 GiB elsewhere
 
 

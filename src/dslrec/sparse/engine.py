@@ -32,6 +32,15 @@ Order inside ``step()`` (t counts completed optimiser steps, from 1):
 3. the policy acts: at a DSL update step it prunes and grows using the weights
    after the step and this mini-batch's gradient; GMP prunes; PEP checks
    whether its mask can be frozen.
+
+Several processes (``dist``, a ``dslrec.distributed.Group``): the training loop averages the
+parameters' gradients over ranks before ``step()`` (masked storage: the whole dense gradient;
+compact: the active values' only), so every rank holds the same weights. What compact storage
+records at inactive positions for growth is each rank's own; the engine averages it over ranks
+only where decisions read it: the accumulated signal at an update (the rows touched since the last
+update, union over ranks), this step's gradient rows when growth or Taylor pruning reads them. With
+the same generator seed on every rank, ties break alike, so every rank makes the same decisions; a
+checksum of the masks is compared across ranks after each update and a mismatch stops the run.
 """
 
 from __future__ import annotations
@@ -43,6 +52,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from dslrec import distributed
 from dslrec.errors import DslrecError
 from dslrec.sparse import decisions, schedule
 from dslrec.sparse.config import SparseConfig
@@ -63,10 +73,14 @@ class SparseEngine:
 
     ``deferred``: a ``deferred.Deferred`` for a model built on the meta device (compact storage):
     its parameters are initialised here, the sparsified ones only at their active positions.
+
+    ``dist``: the process group of a distributed run (``dslrec.distributed.Group``), None for one
+    process. Every rank must build its engine with the same ``seed``.
     """
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, config: SparseConfig,
-                 total_steps: int, seed: int = 0, masks: dict[str, Tensor] | None = None, deferred=None):
+                 total_steps: int, seed: int = 0, masks: dict[str, Tensor] | None = None, deferred=None,
+                 dist: "distributed.Group | None" = None):
         if not isinstance(config, SparseConfig):
             raise DslrecError("SparseEngine needs a SparseConfig; build one with SparseConfig(...)")
         if not isinstance(total_steps, int) or total_steps < 1:
@@ -79,6 +93,8 @@ class SparseEngine:
         self.cfg = config
         self.model = model
         self.total_steps = total_steps
+        self.dist = dist if dist is not None and dist.world > 1 else None
+        self._checksums: list[list[int]] = []  # per update since the last record: the masks' checksum by rank
         named = sparsifiable_parameters(model, config.include, config.exclude)
         if not named:
             raise DslrecError("no parameter matches the sparse selection; check include/exclude globs "
@@ -180,8 +196,12 @@ class SparseEngine:
         self.t = t
         if update:
             started = time.perf_counter()
+            if self.dist is not None:
+                self._average_growth_signal()
             self.storage.before_update()
             self.policy.update(self)
+            if self.dist is not None:
+                self._check_ranks_agree()
             self._update_seconds.append(time.perf_counter() - started)
             self.n_updates += 1
             self._updates_since += 1
@@ -254,6 +274,9 @@ class SparseEngine:
             "exploration_rate": sum(e.count() for e in self.ever.values()) / total,
             "at_target": self.at_target(), "update_s": self._update_seconds, "tensors": tensors,
         }
+        if self.dist is not None:
+            record["ranks"] = {"world_size": self.dist.world, "mask_checksums": self._checksums}
+            self._checksums = []
         self._update_seconds = []
         self._moved_since = {n: 0 for n in self.names}
         self._updates_since = 0
@@ -261,7 +284,11 @@ class SparseEngine:
 
     # --- state ----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Tensor]:
-        """Everything needed to resume, as tensors only (safetensors- and weights_only-safe)."""
+        """Everything needed to resume, as tensors only (safetensors- and weights_only-safe).
+        Distributed: a collective (every rank calls it); the ranks' growth signals are replaced by their
+        mean first, so that the one state rank 0 saves resumes every rank exactly."""
+        if self.dist is not None:
+            self._average_signals()
         sd: dict[str, Tensor] = {
             "step": torch.tensor(self.t, dtype=torch.int64),
             "n_updates": torch.tensor(self.n_updates, dtype=torch.int64),
@@ -359,6 +386,43 @@ class SparseEngine:
             self.ever[name].add(positions)
         else:
             self.ever[name].add_mask(mask)
+
+    # --- several processes ---------------------------------------------------------------
+    def _average_signals(self) -> None:
+        """Compact storage: every rank's accumulated growth signal becomes the mean over ranks (the sum
+        and the exponential average are linear in the gradients, so the mean of the ranks' signals is the
+        signal of the averaged gradients). Masked storage sums gradients already averaged: nothing to do."""
+        if self.storage.kind != "compact":
+            return
+        for n in self.names:  # in the same order on every rank; a rank without a signal sends no rows
+            signal = self.signal.get(n)
+            got = signal.get() if signal is not None else None
+            if got is not None and got[0].numel() == 0:
+                got = None
+            mean = distributed.rows_mean(self.dist, got, row_shape(self.shapes[n])[1])
+            if mean is None:
+                if signal is not None:
+                    signal.load(torch.empty(0, dtype=torch.int64), torch.zeros((0, row_shape(self.shapes[n])[1])))
+                continue
+            (signal or self._new_signal(n)).load(*mean)
+
+    def _average_growth_signal(self) -> None:
+        """Before an update: what the decisions read, averaged over ranks (compact storage)."""
+        if self.storage.kind != "compact":
+            return
+        if self.cfg.grow in ("accumulated", "momentum"):
+            self._average_signals()
+        if self.cfg.grow == "gradient" or self.cfg.prune == "taylor":  # this step's gradient rows
+            for n in self.names:
+                self._grads[n] = distributed.rows_mean(self.dist, self.grad_rows(n), row_shape(self.shapes[n])[1])
+
+    def _check_ranks_agree(self) -> None:
+        """Compare a checksum of every tensor's active positions across ranks (after an update)."""
+        total = 0
+        for n in self.names:
+            total = (total * 1_000_003 + distributed.positions_checksum(self.storage.active(n)[0])) % ((1 << 61) - 1)
+        self._checksums.append(distributed.check_agree(self.dist, total, f"the sparse masks after update "
+                                                                          f"{self.n_updates + 1} (step {self.t})"))
 
     # --- internals --------------------------------------------------------------------
     def _new_signal(self, name: str):

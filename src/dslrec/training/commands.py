@@ -135,18 +135,25 @@ def parse_extra(extra: list[str]) -> dict[str, str]:
 
 
 def run(args: argparse.Namespace, extra: list[str]) -> int:
+    from dslrec import distributed
     from dslrec.training.run import train
 
     settings = {k: getattr(args, k) for k in NAMED if getattr(args, k) is not None}
     settings.update(parse_extra(extra))
-    if args.resume:
-        # --config and --out are checked against the run (train refuses what would change it)
-        summary = train(resume=args.resume, config_file=args.config, out=args.out, progress=not args.quiet,
-                        tensorboard=args.tensorboard, **settings)
-    else:
-        summary = train(settings, config_file=args.config, out=args.out, progress=not args.quiet,
-                        tensorboard=args.tensorboard)
-    print(format_summary(summary))
+    try:
+        if args.resume:
+            # --config and --out are checked against the run (train refuses what would change it)
+            summary = train(resume=args.resume, config_file=args.config, out=args.out, progress=not args.quiet,
+                            tensorboard=args.tensorboard, **settings)
+        else:
+            summary = train(settings, config_file=args.config, out=args.out, progress=not args.quiet,
+                            tensorboard=args.tensorboard)
+        group = distributed.current()
+        if group is None or group.writer:  # torchrun: one summary, rank 0's
+            print(format_summary(summary))
+        distributed.teardown(wait=True)
+    finally:
+        distributed.teardown()  # after an error: at once (the launcher stops the other ranks)
     return 0
 
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from dslrec import rundir
+from dslrec import distributed, rundir
 from dslrec.errors import DslrecError
 from dslrec.memory import peak_rss_mb
 from dslrec.progress import progress_bar
@@ -32,10 +32,14 @@ from dslrec.training.records import BudgetSpread
 
 
 def pick_device(name: str) -> torch.device:
+    """The device of ``--device``; in a distributed run a GPU is the rank's own (``cuda:LOCAL_RANK``)."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise DslrecError("--device cuda was asked for but no CUDA GPU is available; use --device cpu or auto")
+    group = distributed.current()
+    if group is not None and name.startswith("cuda"):
+        return torch.device("cuda", group.local_rank)
     return torch.device(name)
 
 
@@ -129,6 +133,9 @@ class Trainer:
         self.on_record = None  # called with each epoch's record once it is logged
         self.global_epoch = 0
         self.tensor_bytes: dict[str, int] = {}
+        # a distributed run (torchrun): every rank trains, rank 0 alone writes the run directory
+        self.dist = distributed.current()
+        self.writer = self.dist is None or self.dist.writer
 
     # -- one phase ---------------------------------------------------------
     @functools.cached_property
@@ -162,6 +169,11 @@ class Trainer:
         if engine is not None:
             engine.attach(optimizer)
         schedule = make_lr_schedule(cfg, optimizer, total_steps)
+        parallel = None
+        if self.dist is not None:
+            from dslrec.training.parallel import DataParallel
+
+            parallel = DataParallel(model, self.dist, self.device, phase.name)
         start_epoch, best_metric, best_epoch, bad_evals = 0, -math.inf, None, 0
         # the phase's first eligible validation value; patience counts only once the best value is past
         # it and past the popularity reference
@@ -182,8 +194,10 @@ class Trainer:
             bad_evals = int(resume["bad_evals"])
             first_metric = resume.get("first_metric")
             best_valid = dict(resume["best_valid"])
-            if best_epoch is not None and (self.run_dir / rundir.BEST).exists():
-                best_state = rundir.load_weights(self.run_dir / rundir.BEST)
+            if best_epoch is not None:  # a distributed run's ranks get rank 0's copy with the checkpoint
+                best_state = resume.get("best_state")
+                if best_state is None and (self.run_dir / rundir.BEST).exists():
+                    best_state = rundir.load_weights(self.run_dir / rundir.BEST)
         else:
             self.budget.observe(model, engine, steps=0)
         # where the budget is before the first step (kept in the phase's first record: the report's "start")
@@ -196,7 +210,7 @@ class Trainer:
                 best_state, best_is_live = {k: v.clone() for k, v in best_state.items()}, False
             t0 = time.perf_counter()
             steps = min(self.steps_per_epoch, total_steps - epoch * self.steps_per_epoch)
-            loss, steps = self.train_epoch(index, epoch, optimizer, schedule, engine, steps)
+            loss, steps = self.train_epoch(index, epoch, optimizer, schedule, engine, steps, parallel)
             train_s = time.perf_counter() - t0
             self.budget.observe(model, engine, steps=steps)
             self.global_epoch += 1
@@ -225,19 +239,21 @@ class Trainer:
                     # copied only if another epoch follows: a last epoch's best costs no model-sized copy
                     best_state = {k: v.detach() for k, v in model.state_dict().items()}
                     best_is_live = True
-                    rundir.save_weights(self.run_dir / rundir.BEST, best_state)
-                    save_masks(self.run_dir, engine)
+                    if self.writer:
+                        rundir.save_weights(self.run_dir / rundir.BEST, best_state)
+                        save_masks(self.run_dir, engine)
                 elif eligible and self.learning(best_metric, first_metric) and settled(engine):
                     bad_evals += 1
                 self.say(f"epoch {self.global_epoch:4d} [{phase.name}] loss {loss:.4f}  "
                          f"{cfg.metric} {value:.4f}  ({train_s:.1f}s)")
             self.records.append(record)
-            if self.on_record is not None:  # e.g. TensorBoard (--tensorboard)
+            if self.on_record is not None and self.writer:  # e.g. TensorBoard (--tensorboard)
                 self.on_record(record)
             stop = cfg.patience > 0 and bad_evals >= cfg.patience
             # checkpoint first (it carries the log records too), then the log: a kill between
-            # the two never leaves a log line without its checkpoint
-            rundir.save_checkpoint(self.run_dir, {
+            # the two never leaves a log line without its checkpoint. Every rank builds the state
+            # (the engine's is a collective); rank 0 writes it.
+            checkpoint = {
                 "phase": index, "epoch": epoch + 1, "global_epoch": self.global_epoch,
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "lr_schedule": schedule.state_dict(), "torch_rng": torch.get_rng_state(),
@@ -246,8 +262,11 @@ class Trainer:
                 "first_metric": first_metric,
                 "best_valid": best_valid, "budget": self.budget.state_dict(),
                 "phase_done": stop or last, "records": self.records,
-            })
-            rundir.write_log(self.run_dir, self.records)
+            }
+            if self.writer:
+                rundir.save_checkpoint(self.run_dir, checkpoint)
+                rundir.write_log(self.run_dir, self.records)
+            del checkpoint
             if stop:
                 self.say(f"early stop: no {cfg.metric} improvement in {cfg.patience} evaluations")
                 break
@@ -263,9 +282,10 @@ class Trainer:
         return best > first and (self.reference is None or best > self.reference)
 
     def train_epoch(self, phase: int, epoch: int, optimizer, schedule, engine,
-                    steps: int | None = None) -> tuple[float, int]:
+                    steps: int | None = None, parallel=None) -> tuple[float, int]:
         """One epoch of at most ``steps`` optimiser steps (a cut epoch samples only those batches);
-        returns (mean loss, steps taken)."""
+        returns (mean loss, steps taken). ``parallel`` (a distributed run's ``DataParallel``): every
+        rank draws the same global batches and trains on its share (see ``training/parallel.py``)."""
         cfg, model = self.cfg, self.model
         model.train()
         # one generator per (seed, phase, epoch): a resumed run samples exactly the same batches
@@ -279,18 +299,26 @@ class Trainer:
                            desc=f"epoch {self.global_epoch + 1}", leave=False, unit="batch")
         for batch in bar:
             optimizer.zero_grad(set_to_none=True)
-            loss = model.loss(batch)
+            if parallel is None:
+                loss = model.loss(batch)
+            else:
+                batch, weight = parallel.share(batch)
+                loss = parallel.loss(batch) * weight
             loss.backward()
             if engine is not None:
                 engine.step()
             else:
                 optimizer.step()
+            if parallel is not None:
+                parallel.after_step()
             schedule.step()
             total += loss.detach()
             n += 1
             if self.progress and n % 50 == 0:
                 bar.set_postfix(loss=f"{total.item() / n:.4f}")
         optimizer.zero_grad(set_to_none=True)  # the last step's gradients are spent: not held through evaluation
+        if parallel is not None:  # the global batches' mean loss (each rank's share weighted)
+            total = distributed.all_sum_(self.dist, total.reshape(1)).reshape(()) / self.dist.world
         mean = float(total.item() / max(n, 1))
         if not math.isfinite(mean):
             raise NonFiniteLoss(

@@ -32,12 +32,14 @@ def sparse_config(cfg: RunConfig, method: str):
 def engine_factory(cfg: RunConfig, method: str, masks_from=None, deferred=None):
     """A ``make_engine(model, optimizer, total_steps)`` for a phase; ``masks_from()`` gives fixed masks;
     ``deferred``: the model is on the meta device and the engine initialises it (compact storage)."""
+    from dslrec import distributed
     from dslrec.sparse import SparseEngine
 
     def make(model, optimizer, total_steps):
         masks = masks_from() if masks_from is not None else None
+        # every rank of a distributed run seeds its engine alike: the same initial masks and tie draws
         return SparseEngine(model, optimizer, sparse_config(cfg, method), total_steps=total_steps,
-                            seed=cfg.seed, masks=masks, deferred=deferred)
+                            seed=cfg.seed, masks=masks, deferred=deferred, dist=distributed.current())
 
     return make
 

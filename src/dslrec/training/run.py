@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dslrec import __version__
+from dslrec import __version__, distributed
 from dslrec.errors import DslrecError, warn
 from dslrec.memory import release_freed_memory
 from dslrec import rundir
@@ -57,10 +57,33 @@ def eval_sample(cfg: RunConfig, dataset) -> tuple[np.ndarray | None, dict | None
     return users, info
 
 
+def rank_shared(scorer, dataset, split: str, cfg: RunConfig, users: np.ndarray | None = None,
+                device: str | torch.device = "cpu"):
+    """Per-user full-ranking results (``UserMetrics``) over ``users`` (default all). A distributed run
+    splits the users into contiguous shares, one per rank, and gathers the per-user values in their
+    order: averaged by ``UserMetrics.summary`` as one process would, the metrics are those of one
+    process. Every rank gets the whole result."""
+    from dslrec.evaluate import evaluate
+    from dslrec.evaluate.ranking import eval_users, join_user_metrics
+
+    group = distributed.current()
+    ranked = lambda who: evaluate(scorer, dataset, split=split, ks=tuple(cfg.ks),  # noqa: E731
+                                  batch_size=cfg.eval_batch_size, device=device, users=who, per_user=True,
+                                  cold_users=cfg.cold_users)[1]
+    if group is None or group.world == 1:
+        return ranked(users)
+    everyone = eval_users(dataset, split, users, cfg.cold_users)
+    if len(everyone) == 0:
+        return ranked(everyone)  # the single-process error, on every rank
+    start, stop = distributed.shard(len(everyone), group.rank, group.world)
+    mine = ranked(everyone[start:stop]) if stop > start else None
+    return join_user_metrics([part for part in distributed.gather_objects(group, mine) if part is not None])
+
+
 def make_evaluator(cfg: RunConfig, dataset, sample: np.ndarray | None = None):
     """``evaluate(model, split)`` -> metrics over the users of ``sample`` (default all; see ``eval_sample``);
-    leave-one-out data adds the sampled 1-in-101 protocol."""
-    from dslrec.evaluate import evaluate
+    leave-one-out data adds the sampled 1-in-101 protocol. Distributed: the users are shared out over
+    the ranks (``rank_shared``), every rank calls it."""
     from dslrec.evaluate.sampled import sampled_evaluate, sampled_negatives
 
     # the same sampled candidates at every evaluation, fixed by the split seed
@@ -73,10 +96,8 @@ def make_evaluator(cfg: RunConfig, dataset, sample: np.ndarray | None = None):
         model.eval()
         with torch.no_grad():
             scorer = model.scorer()
-            result = evaluate(scorer, dataset, split=split, ks=tuple(cfg.ks), batch_size=cfg.eval_batch_size,
-                              device=device, users=sample, per_user=per_user, cold_users=cfg.cold_users)
-            metrics, users = result if per_user else (result, None)
-            metrics = {k: float(v) for k, v in metrics.items()}
+            users = rank_shared(scorer, dataset, split, cfg, sample, device)
+            metrics = {k: float(v) for k, v in users.summary().items()}
             if split in negatives:
                 metrics.update(sampled_evaluate(scorer, dataset, split, ks=tuple(cfg.ks),
                                                 negatives=negatives[split], device=device))
@@ -88,15 +109,12 @@ def make_evaluator(cfg: RunConfig, dataset, sample: np.ndarray | None = None):
 
 def popularity_metrics(cfg: RunConfig, dataset, users: np.ndarray | None = None) -> dict[str, dict[str, float]]:
     """Validation and test metrics of ranking by training popularity, the reference a model must beat."""
-    from dslrec.evaluate import evaluate
     from dslrec.models.popularity import Popularity
 
     scorer = Popularity.from_dataset(dataset).scorer()
     # the same users as the model's evaluation (cold users dropped or ranked by popularity alike,
     # the --eval_users sample)
-    return {split: {k: float(v) for k, v in evaluate(scorer, dataset, split=split, ks=tuple(cfg.ks),
-                                                     batch_size=cfg.eval_batch_size, users=users,
-                                                     cold_users=cfg.cold_users).items()}
+    return {split: {k: float(v) for k, v in rank_shared(scorer, dataset, split, cfg, users).summary().items()}
             for split in ("valid", "test")}
 
 
@@ -169,27 +187,45 @@ def train(settings: dict[str, Any] | None = None, *, config_file: str | Path | N
     scalars for TensorBoard (an optional extra).
     """
     dataset = dataset_argument(dataset, overrides)
+    # launched by torchrun: join the process group (every rank runs this function)
+    group = distributed.setup(str(overrides.get("device") or (settings or {}).get("device") or "auto"))
+    progress = progress and (group is None or group.writer)  # one progress bar: rank 0's
     checkpoint, recorded = None, None
     if resume is not None:
         run_dir = Path(resume)
-        cfg, recorded, checkpoint = resume_settings(run_dir, settings, config_file, out, overrides)
+
+        def resumed():
+            cfg, recorded, checkpoint = resume_settings(run_dir, settings, config_file, out, overrides)
+            if group is not None and (run_dir / rundir.BEST).exists():  # the other ranks get rank 0's copy
+                checkpoint["best_state"] = rundir.load_weights(run_dir / rundir.BEST)
+            return cfg, recorded, checkpoint
+
+        # rank 0 reads the run directory (the others need not see it) and hands the state to every rank
+        cfg, recorded, checkpoint = distributed.from_rank0(group, resumed)
         created = False
     else:
         cfg = resolve_settings(settings, config_file, **overrides)
-        run_dir = Path(out) if out is not None else default_run_dir(cfg)
-        if (run_dir / rundir.CHECKPOINT).exists():
-            raise DslrecError(f"{run_dir} already holds a run; resume it with --resume {run_dir} "
-                              "or choose another --out")
-        created = not run_dir.exists()
+
+        def new_dir():
+            run_dir = Path(out) if out is not None else default_run_dir(cfg)
+            if (run_dir / rundir.CHECKPOINT).exists():
+                raise DslrecError(f"{run_dir} already holds a run; resume it with --resume {run_dir} "
+                                  "or choose another --out")
+            return run_dir, not run_dir.exists()
+
+        run_dir, created = distributed.from_rank0(group, new_dir)  # rank 0's clock names the folder
+    if group is not None:
+        check_distributed(cfg, group)
     on_record = None
-    if tensorboard:
+    if tensorboard and (group is None or group.writer):
         from dslrec.training.records import tensorboard_logger
 
         on_record = tensorboard_logger(run_dir / "tensorboard" if tensorboard is True else Path(tensorboard))
     try:
         return _train_in(run_dir, cfg, recorded, checkpoint, dataset, progress, on_record)
     except BaseException as e:
-        if created and remove_failed_run_dir(run_dir) and isinstance(e, NonFiniteLoss):
+        if created and (group is None or group.writer) and remove_failed_run_dir(run_dir) and \
+                isinstance(e, NonFiniteLoss):
             # the loop's message promises a checkpoint that this early failure never wrote
             raise NonFiniteLoss(str(e).replace(f"its last good checkpoint is kept in {run_dir}",
                                                f"nothing was saved ({run_dir} was removed)")) from None
@@ -200,7 +236,10 @@ def _train_in(run_dir: Path, cfg: RunConfig, recorded: RunConfig | None, checkpo
               progress: bool, on_record=None) -> dict:
     """The run itself. ``recorded``: a resumed run's settings as its config.yaml keeps them (``cfg``
     less the settings of this session only); None for a new run."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+    group = distributed.current()
+    writer = group is None or group.writer  # only rank 0 of a distributed run writes the run directory
+    if writer:
+        run_dir.mkdir(parents=True, exist_ok=True)
 
     from dslrec import models
     from dslrec.data.sampling import epoch_batches
@@ -211,8 +250,10 @@ def _train_in(run_dir: Path, cfg: RunConfig, recorded: RunConfig | None, checkpo
         dataset = load_dataset(cfg, progress)
     dataset.check_usable(cold_users=cfg.cold_users)
     if checkpoint is not None:
-        check_same_data(run_dir, dataset)
+        distributed.from_rank0(group, lambda: check_same_data(run_dir, dataset))
     device = pick_device(cfg.device)
+    if group is not None:
+        group.backend = "nccl" if device.type == "cuda" else "gloo"
     deferred = None
     if cfg.storage == "compact" and cfg.init != "magnitude":
         # compact storage never builds the dense tables: the engine initialises the active values only
@@ -235,7 +276,8 @@ def _train_in(run_dir: Path, cfg: RunConfig, recorded: RunConfig | None, checkpo
         recorded.delta_t = cfg.delta_t
     if cfg.method in ("dsl", "gmp"):
         trainer.say(f"delta_t = {cfg.delta_t} iterations ({delta_t_source})")
-    write_run_files(run_dir, recorded, dataset, resumed=checkpoint is not None)
+    if writer:
+        write_run_files(run_dir, recorded, dataset, resumed=checkpoint is not None)
     phases = build_phases(cfg, model, run_dir, deferred)
     check_max_steps(cfg, trainer, phases)
 
@@ -252,11 +294,13 @@ def _train_in(run_dir: Path, cfg: RunConfig, recorded: RunConfig | None, checkpo
             # magnitude pruning), as in a run that was never interrupted
             torch.set_rng_state(checkpoint["torch_rng"])
             # the checkpoint's best epoch is the finished phase's (also when that was the last phase)
-            previous = PhaseResult(rundir.load_weights(run_dir / rundir.BEST), checkpoint["best_epoch"],
-                                   dict(checkpoint["best_valid"]), None)
+            best = checkpoint.get("best_state")
+            previous = PhaseResult(best if best is not None else rundir.load_weights(run_dir / rundir.BEST),
+                                   checkpoint["best_epoch"], dict(checkpoint["best_valid"]), None)
         else:
             phase_resume = checkpoint
 
+    steps_before = budget.steps  # this session's communication is counted from here
     result = previous
     for index in range(start_phase, len(phases)):
         phase = phases[index]
@@ -301,20 +345,48 @@ def _train_in(run_dir: Path, cfg: RunConfig, recorded: RunConfig | None, checkpo
         "tensor_bytes": trainer.tensor_bytes,  # model and optimiser state at the end of training
         "storage": cfg.storage,
         "device": str(device),
+        "world_size": 1 if group is None else group.world,
+        "backend": None if group is None else group.backend,
         "dslrec_version": __version__,
         "run_dir": str(run_dir),
     }
+    if group is not None:
+        summary["communication"] = communication(group, budget.steps - steps_before)
     if device.type == "cuda":
         summary["peak_cuda_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
-    summary["cost"] = run_cost(model, dataset, cfg, run_dir, summary)
-    if not rundir.has_data(run_dir):  # a run begun by an older dslrec: keep the data it finished on
-        rundir.save_data(run_dir, dataset)
-    best, reference = (result.best_valid or {}).get(cfg.metric), popular["valid"].get(cfg.metric)
-    if best is not None and reference is not None and best <= reference:
-        warn(f"the model's best validation {cfg.metric} ({best:.4f}) does not beat ranking by popularity "
-             f"({reference:.4f}); train for more --epochs or raise --lr")
-    rundir.write_json(run_dir / rundir.SUMMARY, summary)
-    return summary
+    def finish() -> dict:  # from the run directory: rank 0's part (it hands the summary to every rank)
+        summary["cost"] = run_cost(model, dataset, cfg, run_dir, summary)
+        if not rundir.has_data(run_dir):  # a run begun by an older dslrec: keep the data it finished on
+            rundir.save_data(run_dir, dataset)
+        best, reference = (result.best_valid or {}).get(cfg.metric), popular["valid"].get(cfg.metric)
+        if best is not None and reference is not None and best <= reference:
+            warn(f"the model's best validation {cfg.metric} ({best:.4f}) does not beat ranking by popularity "
+                 f"({reference:.4f}); train for more --epochs or raise --lr")
+        rundir.write_json(run_dir / rundir.SUMMARY, summary)
+        return summary
+
+    return distributed.from_rank0(group, finish)
+
+
+# --- several processes --------------------------------------------------------------------
+
+def check_distributed(cfg: RunConfig, group) -> None:
+    """What a distributed run cannot do, refused in one line before anything is written."""
+    if cfg.method == "lth":
+        raise DslrecError("--method lth rewinds to initial weights kept in a file of the run directory, which only "
+                          "rank 0 writes; train it on one process")
+    if cfg.optimizer == "sparse_adam":
+        raise DslrecError("--optimizer sparse_adam makes sparse gradients, which distributed training does not "
+                          "average; use --optimizer adam (or train on one process)")
+
+
+def communication(group, steps: int) -> dict:
+    """summary.json's ``communication``: the bytes this rank handed to collectives in this session, in
+    all and per optimiser step (every rank sends the same amounts)."""
+    sent = dict(group.sent)
+    per_step = {k: v / max(steps, 1) for k, v in sent.items()}
+    return {"steps": steps, "bytes": sent, "bytes_per_step": per_step,
+            "total_bytes_per_step": sum(per_step.values())}
 
 
 # --- the dataset argument -----------------------------------------------------------------
