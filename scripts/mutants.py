@@ -174,6 +174,20 @@ MUTANTS = [
            "src/dslrec/export/rows.py",
            (("    bits = (packed[..., None] >> _BITS) & 1", "    bits = (packed[..., None] >> (7 - _BITS)) & 1"),),
            ("tests/test_export.py",)),
+    Mutant("row_slice_candidates_unshifted", "a slice of rows reads its growth candidates by global row, not its own",
+           "src/dslrec/sparse/policies.py",
+           (("part = (source[0][a:b] - lo, source[1][a:b].abs())", "part = (source[0][a:b], source[1][a:b].abs())"),),
+           ("tests/test_compact.py",)),
+    Mutant("ever_active_slice_offset_lost", "a slice of the ever-active bitset starts at the wrong bit",
+           "src/dslrec/sparse/tracking.py",
+           (("return torch.from_numpy(bits[start & 7: (start & 7) + stop - start].astype(bool))",
+             "return torch.from_numpy(bits[: stop - start].astype(bool))"),),
+           ("tests/test_sparse_properties.py",)),
+    Mutant("negatives_may_be_positives", "the per-row search for a user's positives stops one step early",
+           "src/dslrec/data/sampling.py",
+           (("        return (lo < end) & (self.indices[np.minimum(lo, last)] == items)",
+             "        return (lo < end - 1) & (self.indices[np.minimum(lo, last)] == items)"),),
+           ("tests/test_sampling.py",)),
 ]
 
 

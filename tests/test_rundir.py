@@ -163,10 +163,17 @@ def test_resume_with_fewer_epochs_or_inexact_extension_is_refused(tmp_path, caps
     assert files_of(tmp_path / "mf") == before and files_of(tmp_path / "dsl") == dsl_before
 
 
-def test_extending_a_finished_run_trains_the_extra_epochs_exactly(tmp_path, monkeypatch):
+@pytest.mark.parametrize("method", [
+    dict(method="static"),
+    # 3 steps an epoch: the 2-epoch run ends at step 6, between updates (4, and 8 in the longer run),
+    # so the growth signal summed over steps 5 to 8 must hold the steps the shorter run ended with
+    dict(method="dsl", schedule="constant", delta_t=4, grow="accumulated", storage="masked"),
+    dict(method="dsl", schedule="constant", delta_t=4, grow="accumulated", storage="compact"),
+], ids=["static", "dsl-accumulated-masked", "dsl-accumulated-compact"])
+def test_extending_a_finished_run_trains_the_extra_epochs_exactly(tmp_path, monkeypatch, method):
     monkeypatch.chdir(tmp_path)
     write_csv(tmp_path / "r.csv")
-    settings = dict(dataset="r.csv", method="static", density=0.5, patience=0, **QUICK)
+    settings = dict(dataset="r.csv", density=0.5, patience=0, **method, **QUICK)
     fresh = dslrec.train(dict(settings, epochs=4), out=tmp_path / "fresh", progress=False)
     dslrec.train(dict(settings, epochs=2), out=tmp_path / "ext", progress=False)
     extended = dslrec.train(resume=tmp_path / "ext", epochs=4, progress=False)

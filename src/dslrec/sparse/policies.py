@@ -106,7 +106,10 @@ class DSL(Policy):
         if cfg.grow not in ("momentum", "accumulated"):
             return False
         next_update = -(-t // cfg.delta_t) * cfg.delta_t
-        return next_update - t < cfg.window() and self.update_due(engine, next_update)
+        # past the run's end too: a run resumed with more epochs then updates from the signal a longer
+        # run would hold (at most one window of extra sums at the end)
+        return next_update - t < cfg.window() and (self.update_due(engine, next_update)
+                                                   or next_update >= engine.total_steps)
 
     def needs_grads(self, engine, t: int) -> bool:
         cfg = self.cfg
