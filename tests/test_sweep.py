@@ -222,3 +222,15 @@ def test_tensorboard_logs_the_records_scalars(tmp_path, monkeypatch):
     spread = records[-1]["sparse"]["spread"]
     assert written["budget/active_per_user_group01"][-1][1] == pytest.approx(
         spread["user_groups"][0] / spread["user_group_sizes"][0])
+
+
+def test_a_runs_warnings_name_the_run(tmp_path):
+    """Runs of a sweep share the terminal: each warning says which run it comes from."""
+    from dslrec.errors import DslrecWarning
+
+    folder = tmp_path / "runs" / "synthetic__mf__dense__seed0"
+    with pytest.warns(DslrecWarning) as caught:  # 1 epoch at a tiny lr does not beat popularity
+        sw.train_one(str(folder), dict(dataset="synthetic", model="mf", dim=8, epochs=1, lr=1e-7,
+                                       eval_users=200), False, None)
+    messages = [str(w.message) for w in caught if issubclass(w.category, DslrecWarning)]
+    assert messages and all(m.startswith("run synthetic__mf__dense__seed0: ") for m in messages), messages

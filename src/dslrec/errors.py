@@ -4,6 +4,7 @@ The command line prints ``DslrecError`` as a single line (no traceback); the
 message names the problem and what to do about it.
 """
 
+import contextlib
 import warnings
 
 
@@ -20,8 +21,23 @@ class DslrecWarning(UserWarning):
     """Something the user should know about their data or run, that does not stop it."""
 
 
+_about: list[str] = []  # what the warnings being issued are about (innermost last)
+
+
+@contextlib.contextmanager
+def warnings_about(label: str):
+    """Prefix the warnings issued inside with ``label``: a sweep names the run each warning comes from."""
+    _about.append(label)
+    try:
+        yield
+    finally:
+        _about.pop()
+
+
 def warn(message: str) -> None:
     """Issue a DslrecWarning: a standard Python warning, printed as one line ``dslrec: warning: ...``."""
+    if _about:
+        message = f"{_about[-1]}: {message}"
     warnings.warn(message, DslrecWarning, stacklevel=2)
 
 

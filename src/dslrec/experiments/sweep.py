@@ -20,20 +20,23 @@ folders; the table goes to ``OUT/results.md``, ``results.csv`` (one row per grou
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
 import itertools
 import json
 import os
+import signal
 import statistics
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from dslrec import rundir
-from dslrec.errors import DslrecError
+from dslrec.errors import DslrecError, warnings_about
 from dslrec.settings import RunConfig, read_config_file, resolve_settings
 
 PLAN = "plan.json"
@@ -265,11 +268,30 @@ def train_one(run_dir: str, settings: dict[str, Any], resume: bool, threads: int
     from dslrec.training.run import train
 
     t0 = time.perf_counter()
-    if resume:
-        train(resume=run_dir, progress=False)
-    else:
-        train(dict(settings), out=run_dir, progress=False)
+    with warnings_about(f"run {Path(run_dir).name}"):  # many runs share the terminal: say whose warning
+        if resume:
+            train(resume=run_dir, progress=False)
+        else:
+            train(dict(settings), out=run_dir, progress=False)
     return time.perf_counter() - t0
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """SIGTERM (``kill``, or a job scheduler) stops the sweep as Ctrl-C does, workers included; a sweep
+    started in the background ignores Ctrl-C's SIGINT, as the shell arranges."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _one_thread() -> None:
@@ -318,7 +340,7 @@ def run_sweep(path: str | Path, jobs: int = 1, say: Callable[[str], None] = prin
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_one_thread) as pool:
+                                 initializer=_one_thread) as pool, _terminate_as_interrupt():
             futures = {pool.submit(trainer, *a, threads=1): run for run, a in zip(todo, args)}
             try:
                 for i, f in enumerate(as_completed(futures), 1):
@@ -328,6 +350,10 @@ def run_sweep(path: str | Path, jobs: int = 1, say: Callable[[str], None] = prin
                     finished(i, futures[f], None if error else f.result(), error)
             except BaseException:
                 pool.shutdown(wait=False, cancel_futures=True)
+                # the runs in progress stop too (a stopped sweep must not train on unseen); each keeps
+                # its last checkpoint, and running the sweep again resumes it
+                for worker in list((getattr(pool, "_processes", None) or {}).values()):
+                    worker.terminate()
                 raise
     write_tables(sweep.out)
     say(f"results: {sweep.out / 'results.md'} and results.csv, runs.csv")
