@@ -234,3 +234,47 @@ def test_a_runs_warnings_name_the_run(tmp_path):
                                        eval_users=200), False, None)
     messages = [str(w.message) for w in caught if issubclass(w.category, DslrecWarning)]
     assert messages and all(m.startswith("run synthetic__mf__dense__seed0: ") for m in messages), messages
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads child processes from /proc (Linux)")
+def test_sigterm_stops_a_parallel_sweep_and_its_runs(tmp_path):
+    """``kill`` (SIGTERM) stops a --jobs sweep as Ctrl-C does: the runs in progress stop too, no worker
+    trains on unseen, and running the sweep again resumes them."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    (tmp_path / "s.yaml").write_text("out: sweep\ndataset: synthetic\nmodel: mf\nepochs: 400\n"
+                                     "method: dense\nseed: [0, 1]\n")
+
+    def workers(parent: int) -> list[int]:
+        found = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                cmdline = (stat.parent / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if int(fields[1]) == parent and b"spawn_main" in cmdline:
+                found.append(int(stat.parent.name))
+        return found
+
+    env = dict(os.environ, PYTHONPATH=str(Path(sw.__file__).parents[2]))
+    proc = subprocess.Popen([sys.executable, "-m", "dslrec.cli", "sweep", "--config", "s.yaml", "--jobs", "2"],
+                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (len(workers(proc.pid)) == 2
+                                               and len(list((tmp_path / "sweep/runs").glob("*/checkpoint.pt"))) == 2):
+        time.sleep(0.2)
+    running = workers(proc.pid)
+    assert len(running) == 2, "the sweep's two workers did not start"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 130
+    assert "interrupted" in proc.stderr.read().decode()
+    time.sleep(0.5)
+    alive = [pid for pid in running if Path(f"/proc/{pid}").exists()
+             and Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]
+    assert not alive, f"workers {alive} still train after the sweep stopped"
+    assert not list((tmp_path / "sweep/runs").glob("*/summary.json"))  # stopped mid-run, resumable

@@ -349,10 +349,12 @@ def run_sweep(path: str | Path, jobs: int = 1, say: Callable[[str], None] = prin
                         raise error
                     finished(i, futures[f], None if error else f.result(), error)
             except BaseException:
-                pool.shutdown(wait=False, cancel_futures=True)
                 # the runs in progress stop too (a stopped sweep must not train on unseen); each keeps
-                # its last checkpoint, and running the sweep again resumes it
-                for worker in list((getattr(pool, "_processes", None) or {}).values()):
+                # its last checkpoint, and running the sweep again resumes it. The workers are taken
+                # before shutdown, which forgets them.
+                workers = list((getattr(pool, "_processes", None) or {}).values())
+                pool.shutdown(wait=False, cancel_futures=True)
+                for worker in workers:
                     worker.terminate()
                 raise
     write_tables(sweep.out)
