@@ -28,9 +28,9 @@ from dslrec.training.run import make_evaluator
 SRC = Path(dslrec.__file__).parent.parent
 # small and quick: 32 global batches an epoch on the synthetic data, an update every 12 steps growing by
 # the gradient of the 6 steps before it. The checkpoint after epoch 1 (step 32) falls inside a window
-# (31-36), so the saved growth signal is the ranks' mean; the one after epoch 2 (step 64) outside any, so
-# that a run extended from 2 to 4 epochs is exactly a 4-epoch run (steps just before the end of a run
-# accumulate nothing for an update beyond it: a longer run would have accumulated them)
+# (31-36), so the saved growth signal is the ranks' mean; the one after epoch 2 (step 64) outside any
+# (a run ending inside a window keeps summing for the update beyond its end, so that one extended is
+# exact too; tests/test_rundir.py checks that on one process)
 ARGS = ["--model", "mf", "--dataset", "synthetic", "--method", "dsl", "--density", "0.2", "--delta-t", "12",
         "--accumulate_steps", "6", "--schedule", "constant", "--patience", "0", "--seed", "4", "--quiet"]
 
@@ -131,6 +131,26 @@ def test_two_ranks_compact_and_resume(tmp_path):
         assert torch.equal(a[k] != 0, b[k] != 0), k  # the same masks
         assert torch.allclose(a[k], b[k], atol=1e-5), k
     shutil.rmtree(tmp_path / "one")
+
+
+@pytest.mark.filterwarnings("ignore::dslrec.errors.DslrecWarning")
+def test_a_global_scope_compact_run_resumes_on_two_ranks(tmp_path):
+    """With --scope global a tensor's share of the budget moves, so a resumed compact run installs values
+    of another size than a fresh build's: DDP must be built over those (it reduced the stale ones, and
+    the ranks drifted apart until the mask check stopped the run)."""
+    args = [*ARGS[:-1], "--storage", "compact", "--scope", "global", "--quiet"]
+    torchrun([*args, "--epochs", "2", "--out", "run"], cwd=tmp_path)
+    run = tmp_path / "run"
+    torchrun(["--resume", str(run), "--epochs", "4", "--quiet"], cwd=tmp_path)
+    log = records(run)
+    assert [r["epoch"] for r in log] == [1, 2, 3, 4]
+    assert all(by[0] == by[1] for r in log for by in r["sparse"]["ranks"]["mask_checksums"])
+    settings = dict(zip([a.lstrip("-") for a in args[:-1:2]], args[1:-1:2]))
+    one = dslrec.train({**settings, "epochs": 4}, out=tmp_path / "one", progress=False)
+    a, b = dense_best(run), dense_best(tmp_path / "one")
+    for k in a:
+        assert torch.equal(a[k] != 0, b[k] != 0), k
+        assert torch.allclose(a[k], b[k], atol=1e-5), k
 
 
 def _diverging_rank(rank: int, port: int, out: Path) -> None:

@@ -341,8 +341,10 @@ def run_sweep(path: str | Path, jobs: int = 1, say: Callable[[str], None] = prin
 
         with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=_one_thread) as pool, _terminate_as_interrupt():
-            futures = {pool.submit(trainer, *a, threads=1): run for run, a in zip(todo, args)}
+            futures: dict = {}
             try:
+                for run, a in zip(todo, args):
+                    futures[pool.submit(trainer, *a, threads=1)] = run
                 for i, f in enumerate(as_completed(futures), 1):
                     error = f.exception()
                     if error is not None and not isinstance(error, DslrecError):

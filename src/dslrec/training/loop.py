@@ -169,11 +169,6 @@ class Trainer:
         if engine is not None:
             engine.attach(optimizer)
         schedule = make_lr_schedule(cfg, optimizer, total_steps)
-        parallel = None
-        if self.dist is not None:
-            from dslrec.training.parallel import DataParallel
-
-            parallel = DataParallel(model, self.dist, self.device, phase.name)
         start_epoch, best_metric, best_epoch, bad_evals = 0, -math.inf, None, 0
         # the phase's first eligible validation value; patience counts only once the best value is past
         # it and past the popularity reference
@@ -204,6 +199,12 @@ class Trainer:
         spread_start = (self.spread(engine.shapes, engine.axis_counts)
                         if engine is not None and resume is None else None)
 
+        parallel = None
+        if self.dist is not None:  # after resuming: a resumed phase may train other parameters (PEP
+            # frozen, a compact tensor's values resized) and DDP reduces the ones it was built over
+            from dslrec.training.parallel import DataParallel
+
+            parallel = DataParallel(model, self.dist, self.device, phase.name)
         best_is_live = False  # best_state refers to the model's own tensors (not yet copied)
         for epoch in range(start_epoch, n_epochs):
             if best_is_live:  # training moves on: keep the best epoch's weights as they are now
