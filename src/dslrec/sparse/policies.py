@@ -106,10 +106,12 @@ class DSL(Policy):
         if cfg.grow not in ("momentum", "accumulated"):
             return False
         next_update = -(-t // cfg.delta_t) * cfg.delta_t
-        # past the run's end too: a run resumed with more epochs then updates from the signal a longer
-        # run would hold (at most one window of extra sums at the end)
+        # past the run's end too, when the run may be extended (a constant ratio, exploring to the end):
+        # resumed with more epochs it then updates from the signal a longer run would hold (at most one
+        # window of extra sums)
+        extendable = cfg.schedule == "constant" and cfg.explore_until >= 1.0
         return next_update - t < cfg.window() and (self.update_due(engine, next_update)
-                                                   or next_update >= engine.total_steps)
+                                                   or (extendable and next_update >= engine.total_steps))
 
     def needs_grads(self, engine, t: int) -> bool:
         cfg = self.cfg
