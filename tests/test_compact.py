@@ -299,6 +299,17 @@ def test_a_compact_run_reports_what_the_masked_run_reports(small, tmp_path, scop
     np.testing.assert_allclose(got_c.scores, got_m.scores, atol=1e-5)
 
 
+@pytest.mark.parametrize("settings_", [dict(), dict(method="static"), dict(optimizer="sparse_adam")])
+def test_a_finished_compact_run_resumes_to_its_summary(small, tmp_path, settings_):
+    """``--resume`` on a finished compact run rebuilds its compact model (no dense tables) and reports
+    what it reported: the test metrics of its best weights."""
+    first = dslrec.train(dict(RUN, storage="compact", **settings_), dataset=small, out=tmp_path / "run",
+                         progress=False)
+    again = dslrec.train(resume=tmp_path / "run", dataset=small, progress=False)
+    assert again["test"] == first["test"] and again["best_epoch"] == first["best_epoch"]
+    assert again["params"] == first["params"]
+
+
 def test_sparse_adam_learns_and_is_the_same_on_both_storages(small, tmp_path):
     common = dict(model="mf", dim=16, epochs=4, lr=1e-2, batch_size=256, patience=0)
     adam = dslrec.train(common, dataset=small, out=tmp_path / "adam", progress=False)

@@ -193,6 +193,29 @@ def test_extending_a_finished_run_trains_the_extra_epochs_exactly(tmp_path, monk
 
 # --- 3. a failed run leaves nothing behind --------------------------------------------------------
 
+def test_sigterm_before_the_first_checkpoint_removes_the_run_directory(tmp_path):
+    """``kill`` (or torchrun stopping the other ranks) cleans up as Ctrl-C does: one line, exit 143,
+    and the folder the run had begun is gone."""
+    import os
+    import signal
+    import time
+
+    env = dict(os.environ, PYTHONPATH=str(Path(dslrec.__file__).parents[1]), OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "dslrec.cli", "train", "--dataset", "synthetic", "--model",
+                             "lightgcn", "--batch_size", "8", "--epochs", "1", "--out", "run"],
+                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (tmp_path / "run" / rundir.CONFIG).exists():
+        time.sleep(0.05)
+    time.sleep(0.5)
+    assert not (tmp_path / "run" / rundir.CHECKPOINT).exists(), "epoch 1 ended before the signal"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 143
+    err = proc.stderr.read().decode().strip()
+    assert err.endswith("dslrec: terminated") and "Traceback" not in err, err
+    assert not (tmp_path / "run").exists()
+
+
 def test_failures_before_the_first_checkpoint_remove_the_run_directory(tmp_path, capsys, monkeypatch):
     from dslrec import models
     from dslrec.training.loop import Trainer

@@ -271,8 +271,8 @@ def test_sigterm_stops_a_parallel_sweep_and_its_runs(tmp_path):
     running = workers(proc.pid)
     assert len(running) == 2, "the sweep's two workers did not start"
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) == 130
-    assert "interrupted" in proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 143
+    assert "dslrec: terminated" in proc.stderr.read().decode()
     time.sleep(0.5)
     alive = [pid for pid in running if Path(f"/proc/{pid}").exists()
              and Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]

@@ -12,7 +12,7 @@ import importlib
 import sys
 
 from dslrec import __version__
-from dslrec.errors import DslrecError
+from dslrec.errors import DslrecError, Terminated, sigterm_as_interrupt
 
 # module path of each subcommand group, in the order shown by --help
 COMMANDS = ("dslrec.data.commands", "dslrec.training.commands", "dslrec.export.commands",
@@ -43,12 +43,16 @@ def _main(argv: list[str] | None) -> int:
         args, extra = parser.parse_known_args(argv)  # argument types may check paths (DslrecError)
         if extra and not getattr(args, "extra_settings", False):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        if getattr(args, "extra_settings", False):
-            return int(args.func(args, extra) or 0)
-        return int(args.func(args) or 0)
+        with sigterm_as_interrupt():  # kill cleans up as Ctrl-C does (a run's half-made folder goes)
+            if getattr(args, "extra_settings", False):
+                return int(args.func(args, extra) or 0)
+            return int(args.func(args) or 0)
     except DslrecError as e:
         print(f"dslrec: error: {e}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("dslrec: terminated", file=sys.stderr)
+        return 143  # 128 + SIGTERM, as the shell reports a process the signal killed
     except KeyboardInterrupt:
         print("dslrec: interrupted", file=sys.stderr)
         return 130

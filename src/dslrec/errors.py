@@ -5,6 +5,8 @@ message names the problem and what to do about it.
 """
 
 import contextlib
+import signal
+import threading
 import warnings
 
 
@@ -51,3 +53,26 @@ def _format(message, category, filename, lineno, line=None) -> str:
 
 
 warnings.formatwarning = _format
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a job scheduler, torchrun stopping the other ranks), raised as Ctrl-C's
+    KeyboardInterrupt so that the same clean-up runs: a run that has not written its first checkpoint
+    removes its folder, a sweep stops its workers."""
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """Inside, SIGTERM raises ``Terminated`` in the main thread (elsewhere: nothing changes)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminated(signum, frame):
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

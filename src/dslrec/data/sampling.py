@@ -1,8 +1,9 @@
 """Negative sampling and training batches, vectorised and seeded.
 
 Every sampler works on whole arrays: positives are looked up by a binary
-search within each user's sorted CSR row, vectorised over the draws, and rejected negatives are redrawn in a loop over the still-bad subset
-only (a few rounds at realistic densities). Only users in
+search within each user's sorted CSR row, vectorised over the draws, and
+rejected negatives are redrawn in a loop over the still-bad subset only (a
+few rounds at realistic densities). Only users in
 ``dataset.trained_users()`` contribute training examples, so the fold-in rows
 of held-out users (protocol ``"users"``) are never trained on.
 

@@ -20,23 +20,20 @@ folders; the table goes to ``OUT/results.md``, ``results.csv`` (one row per grou
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import hashlib
 import io
 import itertools
 import json
 import os
-import signal
 import statistics
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from dslrec import rundir
-from dslrec.errors import DslrecError, warnings_about
+from dslrec.errors import DslrecError, sigterm_as_interrupt, warnings_about
 from dslrec.settings import RunConfig, read_config_file, resolve_settings
 
 PLAN = "plan.json"
@@ -276,24 +273,6 @@ def train_one(run_dir: str, settings: dict[str, Any], resume: bool, threads: int
     return time.perf_counter() - t0
 
 
-@contextlib.contextmanager
-def _terminate_as_interrupt():
-    """SIGTERM (``kill``, or a job scheduler) stops the sweep as Ctrl-C does, workers included; a sweep
-    started in the background ignores Ctrl-C's SIGINT, as the shell arranges."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def _one_thread() -> None:
     os.environ["OMP_NUM_THREADS"] = "1"
     os.environ["MKL_NUM_THREADS"] = "1"
@@ -340,7 +319,7 @@ def run_sweep(path: str | Path, jobs: int = 1, say: Callable[[str], None] = prin
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_one_thread) as pool, _terminate_as_interrupt():
+                                 initializer=_one_thread) as pool, sigterm_as_interrupt():
             futures: dict = {}
             try:
                 for run, a in zip(todo, args):

@@ -72,11 +72,11 @@ def run_export(args: argparse.Namespace) -> int:
     result = export(args.run_dir, args.out, dtype=args.dtype, with_seen=args.with_seen)
     s, dense = result["sizes"], result["dense_bytes"]
     print(f"wrote {result['path']} ({args.dtype})")
-    print(f"  weights     {_mb(s['weights']):>12}  ({s['weights'] / dense:.3f}x best.safetensors, {_mb(dense)})")
+    print(f"  weights     {_mb(s['weights']):>12}  ({s['weights'] / dense:.3f}x the dense weights, {_mb(dense)})")
     print(f"  seen items  {_mb(s['seen']):>12}" + ("" if args.with_seen else "  (left out: --no-seen)"))
     print(f"  other       {_mb(s['ids'] + s['popularity'] + s['header']):>12}  (ids, item counts, header)")
     with_items = f"; {s['file'] / (dense + s['seen']):.3f}x with the same seen items" if s["seen"] else ""
-    print(f"  file        {_mb(s['file']):>12}  ({s['file'] / dense:.3f}x best.safetensors{with_items})")
+    print(f"  file        {_mb(s['file']):>12}  ({s['file'] / dense:.3f}x the dense weights{with_items})")
     return 0
 
 

@@ -289,6 +289,12 @@ def _train_in(run_dir: Path, cfg: RunConfig, recorded: RunConfig | None, checkpo
         start_phase = int(checkpoint["phase"])
         if checkpoint["phase_done"] and not extends_finished_phase(checkpoint, cfg, phases, trainer):
             start_phase += 1
+            finished = phases[start_phase - 1]
+            if cfg.storage == "compact" and finished.make_engine is not None:
+                # a compact model's state is its values and positions: the finished phase's engine
+                # puts the model in that form (no dense tables) before the state is loaded
+                finished.make_engine(model, None, trainer.planned_steps(finished)).load_state_dict(
+                    checkpoint["engine"])
             model.load_state_dict(checkpoint["model"])
             # the next phase draws on from where the finished one left the generator (dropout, ties in
             # magnitude pruning), as in a run that was never interrupted
