@@ -495,6 +495,11 @@ def table_rows(groups: list[Group], recall: str, ndcg: str) -> tuple[list[str], 
     return head, rows
 
 
+def _duration(seconds: float) -> str:
+    """Minutes, or seconds below one (a tiny sweep's total is not "0 min")."""
+    return f"{seconds / 60:.0f} min" if seconds >= 59.5 else f"{seconds:.0f} s"
+
+
 def markdown_table(head: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -515,7 +520,7 @@ def write_tables(out: str | Path) -> str:
                         for g in groups)
     total_s = sum(r["train_s"] for g in groups for r in g.rows)
     text = (f"{table}\n\n{len(results)} runs (test metrics at the best validation epoch, mean ± standard deviation "
-            f"over seeds); their training times add up to {total_s / 60:.0f} min.\n\nRun folders (under this "
+            f"over seeds); their training times add up to {_duration(total_s)}.\n\nRun folders (under this "
             f"sweep folder):\n\n{folders}\n")
     rundir.write_text(out / "results.md", text)
     numeric = [recall, ndcg, "mean_active", "peak_active", "train_macs_run_est", "inference_macs", "model_bytes",
