@@ -153,6 +153,19 @@ def test_a_global_scope_compact_run_resumes_on_two_ranks(tmp_path):
         assert torch.allclose(a[k], b[k], atol=1e-5), k
 
 
+def test_a_refused_setting_is_one_line_per_rank_and_leaves_nothing(tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(SRC), DSLREC_DIST_TIMEOUT="120")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
+           "--master-addr", "127.0.0.1", "--master-port", str(free_port()), "-m", "dslrec", "train",
+           *ARGS, "--method", "lth", "--out", "run"]
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode != 0
+    lines = [line for line in done.stderr.splitlines() if line.startswith("dslrec: error")]
+    assert sorted(line.split(":", 2)[1] for line in lines) == [" error", " error (rank 1)"], done.stderr
+    assert all("--method lth" in line for line in lines)
+    assert not (tmp_path / "run").exists()
+
+
 def _diverging_rank(rank: int, port: int, out: Path) -> None:
     """One rank of a two-process engine whose ranks were (wrongly) seeded apart."""
     os.environ.update(WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from dslrec import __version__
@@ -48,7 +49,9 @@ def _main(argv: list[str] | None) -> int:
                 return int(args.func(args, extra) or 0)
             return int(args.func(args) or 0)
     except DslrecError as e:
-        print(f"dslrec: error: {e}", file=sys.stderr)
+        # one write, the newline included: the ranks of a torchrun launch share the terminal
+        sys.stderr.write(f"dslrec: error{_rank_label()}: {e}\n")
+        sys.stderr.flush()
         return 2
     except Terminated:
         print("dslrec: terminated", file=sys.stderr)
@@ -56,6 +59,17 @@ def _main(argv: list[str] | None) -> int:
     except KeyboardInterrupt:
         print("dslrec: interrupted", file=sys.stderr)
         return 130
+
+
+def _rank_label() -> str:
+    """`` (rank N)`` on the ranks after the first of a torchrun launch: each rank prints its error, and
+    a reader can then tell the copies of one error (or which rank alone failed) apart."""
+    try:
+        several = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    except ValueError:
+        several = False
+    rank = os.environ.get("RANK", "0")
+    return f" (rank {rank})" if several and rank != "0" else ""
 
 
 if __name__ == "__main__":
