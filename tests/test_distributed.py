@@ -109,37 +109,10 @@ def check_two_rank_run(tmp_path: Path, storage: str) -> None:
         assert communication["bytes_per_step"]["signal"] > 0
 
 
-def test_two_ranks_masked(tmp_path):
-    check_two_rank_run(tmp_path, "masked")
-
-
-@pytest.mark.filterwarnings("ignore::dslrec.errors.DslrecWarning")  # 4 epochs do not beat popularity
-def test_two_ranks_compact_and_resume(tmp_path):
-    check_two_rank_run(tmp_path, "compact")
-    # resumed on two ranks with more epochs (mid-interval: the growth signal is saved by rank 0), it
-    # trains on to the weights one process reaches in one go
-    run = tmp_path / "run"
-    torchrun(["--resume", str(run), "--epochs", "4", "--quiet"], cwd=tmp_path)
-    log = records(run)
-    assert [r["epoch"] for r in log] == [1, 2, 3, 4]
-    assert all(by[0] == by[1] for r in log for by in r["sparse"]["ranks"]["mask_checksums"])
-    settings = dict(zip([a.lstrip("-") for a in ARGS[:-1:2]], ARGS[1:-1:2]))
-    one = dslrec.train({**settings, "epochs": 4, "storage": "compact"}, out=tmp_path / "one", progress=False)
-    assert one["world_size"] == 1 and one["backend"] is None
-    a, b = dense_best(run), dense_best(tmp_path / "one")
-    for k in a:
-        assert torch.equal(a[k] != 0, b[k] != 0), k  # the same masks
-        assert torch.allclose(a[k], b[k], atol=1e-5), k
-    shutil.rmtree(tmp_path / "one")
-
-
-@pytest.mark.filterwarnings("ignore::dslrec.errors.DslrecWarning")
-def test_a_global_scope_compact_run_resumes_on_two_ranks(tmp_path):
-    """With --scope global a tensor's share of the budget moves, so a resumed compact run installs values
-    of another size than a fresh build's: DDP must be built over those (it reduced the stale ones, and
-    the ranks drifted apart until the mask check stopped the run)."""
-    args = [*ARGS[:-1], "--storage", "compact", "--scope", "global", "--quiet"]
-    torchrun([*args, "--epochs", "2", "--out", "run"], cwd=tmp_path)
+def resume_to_four_epochs_like_one_process(tmp_path: Path, args: list[str]) -> dict:
+    """Resume ``tmp_path/run`` (2 epochs, trained with ``args``) to 4 epochs on two ranks: every update's
+    masks agree across ranks, and the best weights are those one process reaches in one go (whose
+    summary is returned)."""
     run = tmp_path / "run"
     torchrun(["--resume", str(run), "--epochs", "4", "--quiet"], cwd=tmp_path)
     log = records(run)
@@ -149,8 +122,33 @@ def test_a_global_scope_compact_run_resumes_on_two_ranks(tmp_path):
     one = dslrec.train({**settings, "epochs": 4}, out=tmp_path / "one", progress=False)
     a, b = dense_best(run), dense_best(tmp_path / "one")
     for k in a:
-        assert torch.equal(a[k] != 0, b[k] != 0), k
+        assert torch.equal(a[k] != 0, b[k] != 0), k  # the same masks
         assert torch.allclose(a[k], b[k], atol=1e-5), k
+    shutil.rmtree(tmp_path / "one")
+    return one
+
+
+def test_two_ranks_masked(tmp_path):
+    check_two_rank_run(tmp_path, "masked")
+
+
+@pytest.mark.filterwarnings("ignore::dslrec.errors.DslrecWarning")  # 4 epochs do not beat popularity
+def test_two_ranks_compact_and_resume(tmp_path):
+    check_two_rank_run(tmp_path, "compact")
+    # resumed on two ranks with more epochs (mid-interval: the growth signal is saved by rank 0), it
+    # trains on to the weights one process reaches in one go
+    one = resume_to_four_epochs_like_one_process(tmp_path, [*ARGS[:-1], "--storage", "compact", "--quiet"])
+    assert one["world_size"] == 1 and one["backend"] is None
+
+
+@pytest.mark.filterwarnings("ignore::dslrec.errors.DslrecWarning")
+def test_a_global_scope_compact_run_resumes_on_two_ranks(tmp_path):
+    """With --scope global a tensor's share of the budget moves, so a resumed compact run installs values
+    of another size than a fresh build's: DDP must be built over those (it reduced the stale ones, and
+    the ranks drifted apart until the mask check stopped the run)."""
+    args = [*ARGS[:-1], "--storage", "compact", "--scope", "global", "--quiet"]
+    torchrun([*args, "--epochs", "2", "--out", "run"], cwd=tmp_path)
+    resume_to_four_epochs_like_one_process(tmp_path, args)
 
 
 def test_a_refused_setting_is_one_line_per_rank_and_leaves_nothing(tmp_path):
