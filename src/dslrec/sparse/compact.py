@@ -425,12 +425,12 @@ class CompactStorage(WeightStorage):
         tensors = [t.view(-1, width) for t in [self.values(name), *self.state_tensors(name)]]
         grown = 0
         for lo, hi in row_chunks(cols.shape[0], pos.n_cols):  # a slice of rows at a time: small transients
-            new = cols[lo:hi].long()
-            at = torch.searchsorted(old_cols[lo:hi].long(), new).clamp_(max=width - 1)
-            kept = old_cols[lo:hi].long().gather(1, at) == new
+            new, old = cols[lo:hi].long(), old_cols[lo:hi].long()
+            at = torch.searchsorted(old, new).clamp_(max=width - 1)
+            kept = old.gather(1, at) == new
             for rows in tensors:
                 part = rows[lo:hi]
-                part.copy_(torch.where(kept, part.gather(1, at), torch.zeros((), dtype=part.dtype, device=part.device)))
+                part.copy_(torch.where(kept, part.gather(1, at), part.new_zeros(())))
             old_cols[lo:hi] = new.to(old_cols.dtype)  # the row pointers do not change
             grown += kept.numel() - int(kept.sum())
         return grown

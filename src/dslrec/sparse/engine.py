@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 from torch import Tensor
@@ -363,27 +363,32 @@ class SparseEngine:
             lo, hi = torch.searchsorted(new, torch.tensor([offset, offset + size], device=new.device)).tolist()
             part = new[lo:hi] - offset
             offset += size
-            self._record_move(n, self.storage.set_active(n, part), part)
+            self._record_move(n, self.storage.set_active(n, part), [part])
 
     def commit_rows(self, name: str, cols: Tensor, counts: Tensor) -> None:
         grown = self.storage.set_active_rows(name, cols, counts)
-        self._moved_last[name] = grown
-        self._moved_since[name] += grown
         n_cols = row_shape(self.shapes[name])[1]
-        for lo, hi in decisions.row_chunks(cols.shape[0], n_cols):  # flat positions a slice of rows at a time
-            part = cols[lo:hi].long()
-            valid = torch.arange(part.shape[1], device=part.device).expand_as(part) < counts[lo:hi].unsqueeze(1)
-            rows = torch.arange(lo, hi, device=part.device).unsqueeze(1)
-            self.ever[name].add((rows * n_cols + part)[valid])
+
+        def flat_positions():  # a slice of rows at a time: never the whole table's positions at once
+            for lo, hi in decisions.row_chunks(cols.shape[0], n_cols):
+                part = cols[lo:hi].long()
+                valid = torch.arange(part.shape[1], device=part.device).expand_as(part) < counts[lo:hi].unsqueeze(1)
+                yield (torch.arange(lo, hi, device=part.device).unsqueeze(1) * n_cols + part)[valid]
+
+        self._record_move(name, grown, flat_positions())
 
     def commit_mask(self, name: str, mask: Tensor) -> None:
         self._record_move(name, self.storage.set_mask(name, mask), None, mask)
 
-    def _record_move(self, name: str, grown: int, positions: Tensor | None, mask: Tensor | None = None) -> None:
+    def _record_move(self, name: str, grown: int, positions: Iterable[Tensor] | None,
+                     mask: Tensor | None = None) -> None:
+        """Count the weights an update grew and mark the new active ``positions`` (flat, given in parts)
+        or ``mask`` as ever active."""
         self._moved_last[name] = grown
         self._moved_since[name] += grown
         if positions is not None:
-            self.ever[name].add(positions)
+            for part in positions:
+                self.ever[name].add(part)
         else:
             self.ever[name].add_mask(mask)
 
