@@ -65,6 +65,10 @@ class _Recorder:
                     if kwargs.get("generator") is not None:
                         recorder.unreplayable = recorder.unreplayable or f"{name} with its own generator"
                     recorder.ops.append((args[0], func, tuple(args[1:]), dict(kwargs)))
+                    if isinstance(args[0], Tensor) and args[0].is_meta:
+                        # nothing to fill on meta; and meta ``normal_`` imports torch's Python
+                        # decompositions (sympy, dynamo: about 75 MB resident) for no data at all
+                        return args[0]
                 else:
                     recorder.unreplayable = recorder.unreplayable or name
             recorder._depth += 1
