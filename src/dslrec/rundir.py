@@ -146,7 +146,7 @@ def read_data(run_dir: Path):
     import numpy as np
     import scipy.sparse as sp
 
-    from dslrec.data.dataset import Dataset
+    from dslrec.data.dataset import Dataset, binary_csr
     from dslrec.encoding import checksum, decode_ids, indptr_of
 
     run_dir = Path(run_dir)
@@ -167,7 +167,7 @@ def read_data(run_dir: Path):
     shape = (int(info["n_users"]), int(info["n_items"]))
     indices = tensors["train/indices"].numpy().astype(np.int32)
     indptr = indptr_of(tensors["train/row_counts"].numpy())
-    train = sp.csr_matrix((np.ones(len(indices), dtype=np.float32), indices, indptr), shape=shape)
+    train = binary_csr(indices, indptr, shape)
     empty = sp.csr_matrix(shape, dtype=np.float32)
     train_users = tensors["train_users"].numpy().astype(bool) if "train_users" in tensors else None
     dataset = Dataset(name=info["name"], user_ids=decode_ids(info["user_ids"], tensors),

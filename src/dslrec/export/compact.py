@@ -62,6 +62,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from dslrec.data.dataset import binary_csr
 from dslrec.encoding import (checksum, count_dtype, decode_ids, decode_sorted_rows, encode_ids,  # noqa: F401
                              encode_sorted_rows, index_dtype, indptr_of, np_to_torch)
 from dslrec.errors import DslrecError
@@ -512,8 +513,7 @@ class CompactModel:
     def seen(self) -> sp.csr_matrix:
         """Each user's training items as a binary float32 CSR (n_users x n_items)."""
         indptr, indices = self.seen_parts()
-        data = np.ones(len(indices), dtype=np.float32)
-        return sp.csr_matrix((data, indices.astype(np.int32), indptr), shape=(self.n_users, self.n_items))
+        return binary_csr(indices.astype(np.int32), indptr, (self.n_users, self.n_items))
 
     def item_counts(self, seen_items: np.ndarray | None = None) -> np.ndarray:
         """Training interactions per item (stored, or counted from the seen section; pass its
