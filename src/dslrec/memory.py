@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import resource
 import sys
 
@@ -10,12 +11,19 @@ def release_freed_memory() -> None:
     """Hand memory freed by the allocator back to the system (glibc's ``malloc_trim``; elsewhere
     nothing). Without it the heap keeps the transients of loading or of a big update, and the process
     stays that large: what the next big allocation could reuse is then counted twice."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim():
     try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        return ctypes.CDLL("libc.so.6").malloc_trim
     except (OSError, AttributeError):
-        pass
+        return None
 
 
 def peak_rss_mb() -> float:

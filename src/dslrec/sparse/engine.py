@@ -54,6 +54,7 @@ from torch import Tensor
 
 from dslrec import distributed
 from dslrec.errors import DslrecError
+from dslrec.memory import release_freed_memory
 from dslrec.sparse import decisions, schedule
 from dslrec.sparse.config import SparseConfig
 from dslrec.sparse.masks import budget, initial_positions, positions_to_masks
@@ -208,6 +209,10 @@ class SparseEngine:
         self.policy.after_step(self)
         self._grads = {}
         self.storage.record_grads(self.policy.needs_grads(self, t + 1))
+        if update:
+            # an update frees as much as it allocated (the old positions, values and state): hand the
+            # heap's holes back, or every step after it trains about 60 MB larger (2M-user benchmark)
+            release_freed_memory()
 
     def apply_masks(self) -> None:
         """Zero inactive weights and optimiser state now (e.g. after loading weights by hand)."""
