@@ -4,7 +4,7 @@ Each sparsified tensor, seen as (rows, columns), becomes
 
 * ``values``: one trainable 1-D parameter of budget length (the optimiser's
   state exists for these values only), and
-* its positions as CSR: ``crow`` (row pointers, int64) and ``col`` (column
+* its positions as CSR: ``crow`` (row pointers, int32 below 2**31 positions) and ``col`` (column
   indices in the smallest integer type that holds the column count).
 
 No tensor of the table's full dense size is kept between steps.
@@ -70,7 +70,9 @@ class Positions(nn.Module):
         super().__init__()
         self.shape = torch.Size(shape)
         self.n_rows, self.n_cols = row_shape(self.shape)
-        self.register_buffer("crow", torch.zeros(self.n_rows + 1, dtype=torch.int64, device=positions.device))
+        # row pointers never exceed the dense size: int32 below 2**31 positions (half the memory)
+        crow_dtype = torch.int32 if self.n_rows * self.n_cols < 2**31 else torch.int64
+        self.register_buffer("crow", torch.zeros(self.n_rows + 1, dtype=crow_dtype, device=positions.device))
         self.register_buffer("col", torch.zeros(0, dtype=index_dtype(self.n_cols), device=positions.device))
         # the dense shape travels with the state dict, so that a saved compact state describes itself
         self.register_buffer("shape_", torch.tensor(list(self.shape), dtype=torch.int64, device=positions.device))
@@ -451,7 +453,7 @@ class CompactStorage(WeightStorage):
             if col.numel() != self.count(n):
                 values = self.values(n)
                 self._install(n, values.detach().new_zeros(col.numel()), {})
-            pos.crow = crow.to(pos.crow.device, torch.int64)
+            pos.crow = crow.to(pos.crow.device, pos.crow.dtype)
             pos.col = col.to(pos.col.device, pos.col.dtype)
             pos._find_width()
 
