@@ -372,6 +372,12 @@ def rank_batch(
     return torch.cat([t[0] for t in tops]), torch.cat([t[1] for t in tops])
 
 
+def _row_counts(m, rows: np.ndarray) -> np.ndarray:
+    """Stored entries of each of ``rows`` (not a count for every row: the users evaluated may be a few
+    of millions)."""
+    return m.indptr[rows + 1] - m.indptr[rows]
+
+
 def target_hits(target, users: np.ndarray, items: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """Bool (B, K): is ``items[b, j]`` a target item of ``users[b]`` (and a real candidate)?"""
     n_items = target.shape[1]
@@ -420,32 +426,28 @@ def rank_users(
         scorer = popular_for_cold(scorer, dataset, device)
     n_items = dataset.n_items
     max_k = max(ks)
-    n_target_all = np.diff(target.indptr)
-    tops, hit_list = [], []
-    values: dict[str, list] = {metric_key(m, k): [] for k in ks for m in metrics}
+    # results go into arrays made up front: per-batch pieces kept on the heap between the score blocks
+    # would split the freed block, and the next one would take new memory (tens of MB on big catalogues)
+    topk = np.full((len(users), max_k), -1, dtype=np.int64)
+    hit = np.zeros((len(users), max_k), dtype=bool)
+    values = {metric_key(m, k): np.zeros(len(users)) for k in ks for m in metrics}
     with torch.no_grad():
         for start in range(0, len(users), batch_size):
             u = users[start : start + batch_size]
+            stop = start + len(u)
             users_t = torch.from_numpy(u).to(device)
             def block_scores(rows, start, stop, users_t=users_t):  # the whole catalogue at once
                 return scorer(users_t if rows is None else users_t[rows.to(users_t.device)])
 
             vals, items = rank_batch(block_scores, len(u), n_items, max_k, excluded_pairs(splits, u))
             hits = target_hits(target, u, items, vals > float("-inf"))
-            n_target = torch.from_numpy(n_target_all[u]).to(hits.device)
+            n_target = torch.from_numpy(_row_counts(target, u)).to(hits.device)
             for key, v in rank_metrics(hits, n_target, ks, metrics).items():
-                values[key].append(v.double().cpu().numpy())
-            pad = max_k - items.shape[1]  # fewer items than K
-            tops.append(np.pad(items.cpu().numpy(), ((0, 0), (0, pad)), constant_values=-1))
-            hit_list.append(np.pad(hits.cpu().numpy(), ((0, 0), (0, pad))))
-    cat = lambda xs, shape, dt: np.concatenate(xs) if xs else np.zeros(shape, dt)  # noqa: E731
-    return UserMetrics(
-        users=users,
-        n_target=n_target_all[users],
-        topk=cat(tops, (0, max_k), np.int64),
-        hits=cat(hit_list, (0, max_k), bool),
-        values={k: cat(v, (0,), np.float64) for k, v in values.items()},
-    )
+                values[key][start:stop] = v.double().cpu().numpy()
+            width = items.shape[1]  # fewer than K when there are fewer items
+            topk[start:stop, :width] = items.cpu().numpy()
+            hit[start:stop, :width] = hits.cpu().numpy()
+    return UserMetrics(users=users, n_target=_row_counts(target, users), topk=topk, hits=hit, values=values)
 
 
 def evaluate(

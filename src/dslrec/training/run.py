@@ -96,6 +96,7 @@ def make_evaluator(cfg: RunConfig, dataset, sample: np.ndarray | None = None):
         model.eval()
         with torch.no_grad():
             scorer = model.scorer()
+            release_freed_memory()  # the scorer's build transients (a compact table made dense, in slices)
             users = rank_shared(scorer, dataset, split, cfg, sample, device)
             metrics = {k: float(v) for k, v in users.summary().items()}
             if split in negatives:
