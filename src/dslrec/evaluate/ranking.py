@@ -78,19 +78,28 @@ def join_user_metrics(parts: Sequence[UserMetrics]) -> UserMetrics:
     )
 
 
-SCORE_BLOCK_BYTES = {"cpu": 2**25}  # float32 scores per batch; 2 GiB elsewhere
+CPU_BLOCK_BYTES_PER_THREAD = 2**23  # float32 scores per batch and thread on CPU ...
+CPU_BLOCK_BYTES_MAX = 2**25  # ... up to glibc's largest heap block: bigger ones are mapped afresh each time
+GPU_BLOCK_BYTES = 2**31
+MIN_BATCH_USERS = 16  # a huge catalogue still scores this many users per pass over its item table
 
 
 def default_batch_size(device: str | torch.device, n_items: int) -> int:
-    """Users per evaluation batch: a (B, n_items) float32 block of 32 MiB on CPU, 2 GiB on GPUs.
+    """Users per evaluation batch: a (B, n_items) float32 block of 8 MiB per thread on CPU (at most
+    32 MiB), 2 GiB on GPUs; at least ``MIN_BATCH_USERS`` (a 500,000-item catalogue: 16 users, 31 MB).
 
-    On CPU a block this size is reused from the heap batch after batch; a 256 MiB one was
-    mapped afresh each time and its page faults cost a third of the evaluation's CPU time
-    (``benchmarks/bench_eval.py``'s phase profile, Gowalla MF, one thread: 1.2M page faults
-    and 2.85 s of system time at 256 MiB, 0.19M and 0.47 s at 32 MiB). The block bounds the memory.
+    On CPU a block this size stays in cache between the matrix product that writes it and the top-k
+    that reads it, and is reused from the heap batch after batch. Gowalla MF, one thread: 51 users a
+    batch (8 MiB) evaluate in 2.5 s, 204 (32 MiB) in 3.9 s; two threads: 102 users (16 MiB) in 1.3 s,
+    51 or 204 in 1.7 s. Blocks above 32 MiB are mapped afresh for every batch, and their page faults
+    took a third of the CPU time at 256 MiB. Fewer than 16 users a batch would read a huge item table
+    once per handful of users.
     """
-    budget = SCORE_BLOCK_BYTES.get(torch.device(device).type, 2**31)
-    return max(1, budget // (4 * max(n_items, 1)))
+    if torch.device(device).type == "cpu":
+        budget = min(CPU_BLOCK_BYTES_PER_THREAD * torch.get_num_threads(), CPU_BLOCK_BYTES_MAX)
+    else:
+        budget = GPU_BLOCK_BYTES
+    return max(MIN_BATCH_USERS, budget // (4 * max(n_items, 1)))
 
 
 def plan_blocks(n_users: int, n_items: int, budget_bytes: int, max_block: int | None = None,
@@ -469,8 +478,8 @@ def evaluate(
     skipped. Returns ``{"recall@20": ..., "ndcg@20": ..., ...}`` (one key per
     metric and K; definitions in ``dslrec.evaluate.metrics``). With
     ``per_user=True`` returns ``(summary, UserMetrics)`` for group breakdowns.
-    ``batch_size`` users are scored at a time (default: as many as fit a
-    32 MiB block of scores on CPU, 2 GiB on accelerators).
+    ``batch_size`` users are scored at a time (default: ``default_batch_size``, as many
+    as fit 8 MiB of scores per thread on CPU, at most 32 MiB; 2 GiB on accelerators).
     Works for every protocol: under ``"users"`` the held-out users' fold-in
     rows live in ``train`` and are excluded like any training items.
     ``cold_users``: users with items in ``split`` but none in training are
