@@ -14,7 +14,7 @@ dim 64, LightGCN 3 layers) are evaluated on the test split as the training loop 
 evaluation of BPR and LightGCN on the same split is timed by ``benchmarks/recbole_eval.py``,
 run by the RecBole interpreter (``--recbole``, default ``.venv-recbole/bin/python``; create
 it with ``make recbole-env``; without it the comparison is skipped). Both sides use
-``--threads`` threads; dslrec scores its default batch (a 32 MiB block of scores) and RecBole
+``--threads`` threads; dslrec scores its default batch (8 MiB of scores per thread) and RecBole
 both as many users as 256 MiB of scores hold and dslrec's count (``--recbole-batch``), its
 best kept;
 the two sides alternate over ``--rounds`` rounds and each keeps its minimum. A profiled
@@ -344,7 +344,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[0, 512, 1024, 4096],
-                    help="users per evaluation batch; 0 = evaluate's default (32 MiB of scores)")
+                    help="users per evaluation batch; 0 = evaluate's default (8 MiB of scores per thread)")
     ap.add_argument("--dim", type=int, default=64)
     ap.add_argument("--repeat", type=int, default=2, help="timed runs of each evaluation (best kept)")
     ap.add_argument("--out", type=Path, default=RESULTS)
