@@ -411,3 +411,22 @@ def test_group_metrics_match_reference():
         if recalls:
             assert by_item["recall@10"][gi] == pytest.approx(sum(recalls) / len(recalls), abs=1e-12)
     assert sum(by_item["targets"]) == sum(len(row_set(d.test, u)) for u in ref_users)
+
+
+def test_default_evaluation_batch_follows_threads_and_is_bounded():
+    """8 MiB of float32 scores per thread on CPU (the block stays in cache), at most 32 MiB (bigger
+    blocks are mapped afresh per batch), at least 16 users (a huge catalogue)."""
+    from dslrec.evaluate.ranking import default_batch_size
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert default_batch_size("cpu", 40_981) == 2**23 // (4 * 40_981) == 51
+        assert default_batch_size("cpu", 500_000) == 16
+        torch.set_num_threads(2)
+        assert default_batch_size("cpu", 40_981) == 102
+        torch.set_num_threads(8)
+        assert default_batch_size("cpu", 40_981) == 2**25 // (4 * 40_981)
+    finally:
+        torch.set_num_threads(threads)
+    assert default_batch_size("cuda", 40_981) == 2**31 // (4 * 40_981)
