@@ -264,3 +264,28 @@ def test_ever_active_bitset_holds_exactly_what_was_added(n, calls, chunk, window
     assert torch.equal(ever.contains(torch.arange(n)), expect)
     lo, hi = sorted(min(w, n) for w in window)
     assert torch.equal(ever.dense(lo, hi), expect[lo:hi])
+
+
+@SETTINGS
+@given(n_cols=st.sampled_from([64, 128, 10, 8]), n_rows=st.integers(1, 12), data=st.data())
+def test_ever_active_rows_mark_what_their_flat_positions_mark(n_cols, n_rows, data):
+    """``add_rows`` (whole 64-bit words per row when the columns allow, else flat positions) marks
+    exactly the valid slots of each row: padding slots beyond a row's count are ignored."""
+    from dslrec.sparse import tracking
+
+    width = data.draw(st.integers(1, min(n_cols, 9)))
+    first, m = data.draw(st.integers(0, n_rows - 1)), data.draw(st.integers(1, n_rows))
+    m = min(m, n_rows - first)
+    rows = [data.draw(st.lists(st.integers(0, n_cols - 1), min_size=width, max_size=width, unique=True))
+            for _ in range(m)]
+    counts = torch.tensor([data.draw(st.integers(0, width)) for _ in range(m)])
+    cols = torch.tensor(rows, dtype=torch.int16)
+    cols[torch.arange(width).unsqueeze(0) >= counts.unsqueeze(1)] = n_cols  # padding, as storage pads
+    before = data.draw(st.lists(st.integers(0, n_rows * n_cols - 1), max_size=20))
+    fast, flat = tracking.EverActive(n_rows * n_cols), tracking.EverActive(n_rows * n_cols)
+    for ever in (fast, flat):
+        ever.add(torch.tensor(before, dtype=torch.int64))
+    fast.add_rows(first, cols, counts, n_cols)
+    expect = [(first + i) * n_cols + c for i, row in enumerate(rows) for c in row[: int(counts[i])]]
+    flat.add(torch.tensor(expect, dtype=torch.int64))
+    assert torch.equal(fast.dense(), flat.dense())

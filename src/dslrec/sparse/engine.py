@@ -373,14 +373,9 @@ class SparseEngine:
     def commit_rows(self, name: str, cols: Tensor, counts: Tensor) -> None:
         grown = self.storage.set_active_rows(name, cols, counts)
         n_cols = row_shape(self.shapes[name])[1]
-
-        def flat_positions():  # a slice of rows at a time: never the whole table's positions at once
-            for lo, hi in decisions.row_chunks(cols.shape[0], n_cols):
-                part = cols[lo:hi].long()
-                valid = torch.arange(part.shape[1], device=part.device).expand_as(part) < counts[lo:hi].unsqueeze(1)
-                yield (torch.arange(lo, hi, device=part.device).unsqueeze(1) * n_cols + part)[valid]
-
-        self._record_move(name, grown, flat_positions())
+        self._record_move(name, grown, None)
+        for lo, hi in decisions.row_chunks(cols.shape[0], n_cols):  # a slice of rows at a time
+            self.ever[name].add_rows(lo, cols[lo:hi], counts[lo:hi], n_cols)
 
     def commit_mask(self, name: str, mask: Tensor) -> None:
         self._record_move(name, self.storage.set_mask(name, mask), None, mask)
@@ -388,13 +383,13 @@ class SparseEngine:
     def _record_move(self, name: str, grown: int, positions: Iterable[Tensor] | None,
                      mask: Tensor | None = None) -> None:
         """Count the weights an update grew and mark the new active ``positions`` (flat, given in parts)
-        or ``mask`` as ever active."""
+        or ``mask`` as ever active (neither: the caller marks them)."""
         self._moved_last[name] = grown
         self._moved_since[name] += grown
         if positions is not None:
             for part in positions:
                 self.ever[name].add(part)
-        else:
+        elif mask is not None:
             self.ever[name].add_mask(mask)
 
     # --- several processes ---------------------------------------------------------------

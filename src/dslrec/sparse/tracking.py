@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -35,6 +37,26 @@ class EverActive:
             bit = np.left_shift(1, (pos & 7)).astype(np.uint8)
             starts = np.flatnonzero(np.r_[True, byte[1:] != byte[:-1]])  # one OR per touched byte
             self.bits[byte[starts]] |= np.bitwise_or.reduceat(bit, starts)
+
+    def add_rows(self, first_row: int, cols: Tensor, counts: Tensor, n_cols: int) -> None:
+        """Mark the first ``counts[i]`` columns of ``cols[i]`` (distinct within a row) in row
+        ``first_row + i`` of a tensor with ``n_cols`` columns as ever active.
+
+        When rows span whole 64-bit words (``n_cols`` a multiple of 64, e.g. embeddings of dim 64),
+        each row's bits are summed into its words (distinct bits: the sum is their OR) and OR-ed in
+        place: no flat positions, no sort. Otherwise through ``add``."""
+        counts = counts.detach().cpu()
+        c = cols.detach().cpu().long()
+        valid = torch.arange(c.shape[1]).unsqueeze(0) < counts.unsqueeze(1)
+        if n_cols % 64 or sys.byteorder != "little":
+            rows = torch.arange(first_row, first_row + c.shape[0]).unsqueeze(1)
+            self.add((rows * n_cols + c)[valid])
+            return
+        per_row = n_cols // 64
+        bit = torch.where(valid, torch.ones((), dtype=torch.int64).bitwise_left_shift(c & 63), 0)
+        words = torch.zeros((c.shape[0], per_row), dtype=torch.int64).scatter_add_(1, torch.where(valid, c >> 6, 0), bit)
+        span = self.bits.view(np.uint64)[first_row * per_row: (first_row + c.shape[0]) * per_row]
+        span |= words.numpy().view(np.uint64).reshape(-1)
 
     def contains(self, positions: Tensor) -> Tensor:
         pos = positions.detach().cpu().numpy().astype(np.int64, copy=False)
