@@ -189,6 +189,15 @@ MUTANTS = [
            (("        return (lo < end) & (self.indices[np.minimum(lo, last)] == items)",
              "        return (lo < end - 1) & (self.indices[np.minimum(lo, last)] == items)"),),
            ("tests/test_sampling.py",)),
+    Mutant("reused_gradient_not_zeroed", "a lookup's gradient is added onto the last step's reused buffer",
+           "src/dslrec/sparse/compact.py",
+           (("            buf.zero_()\n", "            pass\n"),),
+           ("tests/test_compact.py",)),
+    Mutant("rows_marked_in_wrong_words", "per-row ever-active marking lands one 64-bit word off",
+           "src/dslrec/sparse/tracking.py",
+           (("        span |= words.numpy().view(np.uint64).reshape(-1)",
+             "        span |= np.roll(words.numpy().view(np.uint64).reshape(-1), 1)"),),
+           ("tests/test_sparse_properties.py",)),
 ]
 
 

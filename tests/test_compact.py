@@ -355,6 +355,34 @@ def test_bad_combinations_fail_in_one_line(small, tmp_path, settings_, needle):
     assert "\n" not in str(err.value)
 
 
+def test_a_lookups_dense_gradient_reuses_the_last_steps_memory_until_released():
+    """The values' gradient is written into the previous step's buffer (no budget-sized tensor made
+    afresh per step), the same numbers as a fresh one; ``release_buffers`` (before an evaluation)
+    and an update let it go."""
+    torch.manual_seed(0)
+    model = MF(50, 40, dim=8)
+    engine = SparseEngine(model, None, SparseConfig(density=0.3, storage="compact", delta_t=1000), total_steps=10)
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    engine.attach(opt)
+    ptrs = []
+    for i in range(3):  # other users each step: a stale gradient would show in their rows
+        batch = {"users": torch.arange(10 * i, 10 * i + 10), "pos": torch.arange(10), "neg": torch.arange(10, 20)}
+        opt.zero_grad(set_to_none=True)
+        model.loss(batch).backward()
+        grad = model.user.values.grad
+        ptrs.append(grad.data_ptr())
+        # what a fresh buffer would hold: gradient at the looked-up users' values only
+        rows = model.user.positions.rows()
+        looked = (rows >= 10 * i) & (rows < 10 * i + 10)
+        assert bool((grad[~looked] == 0).all()) and bool((grad[looked] != 0).any())
+        engine.step()
+        del grad  # (a reference kept elsewhere makes autograd copy the buffer instead of taking it)
+    assert ptrs[0] == ptrs[1] == ptrs[2]
+    assert model.user.positions.grad_pool  # held between steps ...
+    engine.release_buffers()
+    assert not model.user.positions.grad_pool  # ... until training pauses
+
+
 def test_engine_refuses_an_optimizer_built_before_compact_storage():
     model = MF(10, 10, dim=4)
     opt = torch.optim.Adam(model.parameters())

@@ -47,20 +47,31 @@ def index_dtype(n: int) -> torch.dtype:
 
 
 class _Gather(torch.autograd.Function):
-    """``values[src]`` whose gradient is a sparse tensor when asked (for a lazy, row-sparse Adam)."""
+    """``values[src]`` whose gradient is a sparse tensor when asked (for a lazy, row-sparse Adam).
+
+    A dense gradient is written into a buffer from ``pool`` when it holds one (the last step's
+    gradient, handed back by the storage): a budget-sized tensor made afresh at every step is mapped
+    and zero-filled by the system each time (17.6 ms against 2.4 ms for 46 MB, one thread). The
+    buffer leaves the pool, so autograd takes it as the gradient without a copy."""
 
     @staticmethod
-    def forward(ctx, values: Tensor, src: Tensor, sparse: bool) -> Tensor:
+    def forward(ctx, values: Tensor, src: Tensor, sparse: bool, pool: list | None = None) -> Tensor:
         ctx.save_for_backward(src)
-        ctx.n, ctx.sparse = values.shape[0], sparse
+        ctx.n, ctx.sparse, ctx.pool = values.shape[0], sparse, pool
         return values.index_select(0, src)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         (src,) = ctx.saved_tensors
         if ctx.sparse:
-            return torch.sparse_coo_tensor(src.unsqueeze(0), grad, (ctx.n,), check_invariants=False), None, None
-        return torch.zeros(ctx.n, dtype=grad.dtype, device=grad.device).index_add_(0, src, grad), None, None
+            return torch.sparse_coo_tensor(src.unsqueeze(0), grad, (ctx.n,), check_invariants=False), None, None, None
+        pool = ctx.pool
+        buf = pool.pop() if pool else None
+        if buf is None or buf.shape[0] != ctx.n or buf.dtype != grad.dtype or buf.device != grad.device:
+            buf = torch.zeros(ctx.n, dtype=grad.dtype, device=grad.device)
+        else:
+            buf.zero_()
+        return buf.index_add_(0, src, grad), None, None, None
 
 
 class Positions(nn.Module):
@@ -79,6 +90,8 @@ class Positions(nn.Module):
         self.set(positions)
         self.recording = False
         self.recorded: list[tuple[Tensor | None, Tensor]] = []
+        self.grad_pool: list[Tensor] = []  # the values' last dense gradient, for the next lookup's backward
+        self.gathers = False  # whether lookups make the values' gradient (only then is it pooled)
 
     def set(self, positions: Tensor) -> None:
         """New sorted flat positions."""
@@ -135,6 +148,7 @@ class Positions(nn.Module):
         """Dense rows ``idx`` (any shape) as ``idx.shape + (columns,)``, from the values by index
         arithmetic; gradients reach the active values only."""
         flat_idx = idx.reshape(-1).long()
+        self.gathers = self.gathers or (values.requires_grad and not sparse_grad)
         if self.width is not None:  # every row holds the same count (scope per_row): plain 2-D gathers
             out = self._lookup_regular(values, flat_idx, sparse_grad)
         else:
@@ -146,7 +160,7 @@ class Positions(nn.Module):
     def _lookup_regular(self, values: Tensor, flat_idx: Tensor, sparse_grad: bool) -> Tensor:
         width = self.width
         src = (flat_idx.unsqueeze(1) * width + torch.arange(width, device=flat_idx.device)).reshape(-1)
-        vals = _Gather.apply(values, src, sparse_grad).view(-1, width)
+        vals = _Gather.apply(values, src, sparse_grad, self.grad_pool).view(-1, width)
         cols = self.col.view(-1, width).index_select(0, flat_idx).long()
         return torch.zeros((flat_idx.numel(), self.n_cols), dtype=values.dtype, device=values.device).scatter(
             1, cols, vals)
@@ -161,7 +175,7 @@ class Positions(nn.Module):
         src = torch.arange(total, device=flat_idx.device) + torch.repeat_interleave(shift, counts, output_size=total)
         owner = torch.repeat_interleave(torch.arange(n_out, device=flat_idx.device), counts, output_size=total)
         target = owner * self.n_cols + self.col.index_select(0, src).long()
-        vals = _Gather.apply(values, src, sparse_grad)
+        vals = _Gather.apply(values, src, sparse_grad, self.grad_pool)
         out = torch.zeros(n_out * self.n_cols, dtype=values.dtype, device=values.device)
         return out.index_put((target,), vals).view(n_out, self.n_cols)
 
@@ -366,12 +380,21 @@ class CompactStorage(WeightStorage):
         # rather than hold a budget-sized tensor through the update's transients (Adam's dense gradient)
         for name in self.pos:
             self.values(name).grad = None
+        self.release_buffers()
+
+    def release_buffers(self) -> None:
+        for pos in self.pos.values():
+            pos.grad_pool.clear()
 
     def before_step(self, fast: bool) -> None:
         pass  # every stored value is active: nothing to mask
 
     def after_step(self, fast: bool) -> None:
-        pass
+        # the applied gradient's memory serves the next step's (see ``_Gather``)
+        for name, pos in self.pos.items():
+            g = self.values(name).grad
+            if pos.gathers and g is not None and g.layout == torch.strided:
+                pos.grad_pool[:] = [g]
 
     def state_tensors(self, name: str) -> list[Tensor]:
         """Optimiser state tensors shaped like the values (per-weight state)."""

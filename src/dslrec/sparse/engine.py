@@ -162,11 +162,17 @@ class SparseEngine:
             self.storage.after_step(fast=False)
         self.storage.record_grads(self.policy.needs_grads(self, self.t + 1))
 
+    def release_buffers(self) -> None:
+        """Free what storage keeps from one step for the next (a reused gradient buffer): call when
+        training pauses (an evaluation), so that it is not held on top of the evaluation's memory."""
+        self.storage.release_buffers()
+
     def detach(self) -> None:
         """Training with this engine is over: forget the optimiser, so that its state (as large as the
         active weights, twice for Adam) is freed before the final evaluation."""
         self.optimizer = None
         self.storage.attach(None)
+        self.storage.release_buffers()
 
     # --- the training-loop API ----------------------------------------------------
     @property

@@ -135,6 +135,9 @@ class WeightStorage(ABC):
     def before_update(self) -> None:
         """Before a prune-and-grow update, after the optimiser's step (default: nothing)."""
 
+    def release_buffers(self) -> None:
+        """Free memory kept from one step for the next (before an evaluation; default: nothing)."""
+
     @abstractmethod
     def before_step(self, fast: bool) -> None:
         """Before ``optimizer.step()``; ``fast``: a plain step of a zero-preserving optimiser."""

@@ -318,6 +318,8 @@ class Trainer:
             if self.progress and n % 50 == 0:
                 bar.set_postfix(loss=f"{total.item() / n:.4f}")
         optimizer.zero_grad(set_to_none=True)  # the last step's gradients are spent: not held through evaluation
+        if engine is not None:
+            engine.release_buffers()
         if parallel is not None:  # the global batches' mean loss (each rank's share weighted)
             total = distributed.all_sum_(self.dist, total.reshape(1)).reshape(()) / self.dist.world
         mean = float(total.item() / max(n, 1))
