@@ -148,7 +148,7 @@ class Positions(nn.Module):
         """Dense rows ``idx`` (any shape) as ``idx.shape + (columns,)``, from the values by index
         arithmetic; gradients reach the active values only."""
         flat_idx = idx.reshape(-1).long()
-        self.gathers = self.gathers or (values.requires_grad and not sparse_grad)
+        self.gathers = self.gathers or (torch.is_grad_enabled() and values.requires_grad and not sparse_grad)
         if self.width is not None:  # every row holds the same count (scope per_row): plain 2-D gathers
             out = self._lookup_regular(values, flat_idx, sparse_grad)
         else:

@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -374,7 +374,7 @@ class SparseEngine:
             lo, hi = torch.searchsorted(new, torch.tensor([offset, offset + size], device=new.device)).tolist()
             part = new[lo:hi] - offset
             offset += size
-            self._record_move(n, self.storage.set_active(n, part), [part])
+            self._record_move(n, self.storage.set_active(n, part), part)
 
     def commit_rows(self, name: str, cols: Tensor, counts: Tensor) -> None:
         grown = self.storage.set_active_rows(name, cols, counts)
@@ -386,15 +386,14 @@ class SparseEngine:
     def commit_mask(self, name: str, mask: Tensor) -> None:
         self._record_move(name, self.storage.set_mask(name, mask), None, mask)
 
-    def _record_move(self, name: str, grown: int, positions: Iterable[Tensor] | None,
+    def _record_move(self, name: str, grown: int, positions: Tensor | None,
                      mask: Tensor | None = None) -> None:
-        """Count the weights an update grew and mark the new active ``positions`` (flat, given in parts)
-        or ``mask`` as ever active (neither: the caller marks them)."""
+        """Count the weights an update grew and mark the new active ``positions`` (flat) or ``mask`` as
+        ever active (neither: the caller marks them)."""
         self._moved_last[name] = grown
         self._moved_since[name] += grown
         if positions is not None:
-            for part in positions:
-                self.ever[name].add(part)
+            self.ever[name].add(positions)
         elif mask is not None:
             self.ever[name].add_mask(mask)
 
