@@ -184,7 +184,9 @@ def _diverging_rank(rank: int, port: int, out: Path) -> None:
     except DslrecError as e:
         message = str(e)
     (out / f"rank{rank}.txt").write_text(message)
-    distributed.teardown()
+    # both ranks stop at the same collective check, so both get here: leave together (closing the
+    # group while the other rank still talks to it can abort that rank in gloo's threads)
+    distributed.teardown(wait=True)
 
 
 def test_masks_that_differ_across_ranks_stop_the_run(tmp_path):
