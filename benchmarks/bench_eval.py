@@ -271,11 +271,11 @@ def rusage() -> dict | None:
 # names of both the per-batch ranking and the block-merging kernel. Any function under
 # dslrec/models/ (the scorer, LightGCN's propagation) is "scores".
 PHASES = {
-    "own_scores": "scores", "clean_scores": "scores",
+    "own_scores": "scores", "clean_scores": "scores", "reduced_scores": "scores",
     "exclude_": "exclusion", "excluded_pairs": "exclusion", "_exclude_block": "exclusion",
     "exclusion_splits": "exclusion",
     "top_values": "topk", "topk_ordered": "topk", "exact_top": "topk", "order_top": "topk",
-    "merge_top": "topk",
+    "merge_top": "topk", "top": "topk",
     "target_hits": "metrics", "rank_metrics": "metrics", "discounts": "metrics", "summary": "metrics",
 }
 

@@ -430,3 +430,149 @@ def test_default_evaluation_batch_follows_threads_and_is_bounded():
     finally:
         torch.set_num_threads(threads)
     assert default_batch_size("cuda", 40_981) == 2**31 // (4 * 40_981)
+
+
+# ---------------------------------------------------------------- bfloat16 candidate pass
+
+
+def dot_case(seed=21, n_users=30, n_items=2000, dim=16, grid=False):
+    """A dataset and a DotScorer on it; ``grid``: factors on a coarse grid, exact in bfloat16, so
+    the bfloat16 scores equal the float32 ones and ties abound."""
+    from dslrec.models.base import DotScorer
+
+    d = random_dataset(seed=seed, n_users=n_users, n_items=n_items)
+    g = torch.Generator().manual_seed(seed)
+    users = torch.randn(n_users, dim, generator=g)
+    items = torch.randn(n_items, dim, generator=g) * torch.rand(n_items, 1, generator=g) * 3  # uneven norms
+    if grid:
+        users, items = torch.round(users * 2) / 2, torch.round(items * 2) / 2
+    return d, DotScorer(lambda u: users[u], items.T), users, items
+
+
+def check_like_reference(d, scorer, split="test", ks=(1, 5, 20), **kw):
+    s = scorer(torch.arange(d.n_users)).numpy()
+    ref_means, ref_users = ref_evaluate(s, d, split, ks)
+    summary, result = evaluate(scorer, d, split, ks=ks, per_user=True, candidate_pass=True, **kw)
+    for row, u in enumerate(result.users):
+        excluded = row_set(d.train, u) | (row_set(d.valid, u) if split == "test" else set())
+        assert result.topk[row].tolist() == ref_ranked(s[u].tolist(), excluded, max(ks)), u
+        for key, value in ref_users[u].items():
+            assert result.values[key][row] == pytest.approx(value, abs=1e-12), (u, key)
+    return result
+
+
+def count_redone(monkeypatch):
+    """Patch ``ReducedItems.top`` to count the rows it leaves to float32; returns the counter."""
+    from dslrec.evaluate.ranking import ReducedItems
+
+    top, seen = ReducedItems.top, {"rows": 0, "bad": 0}
+
+    def counting(self, u, k, excluded):
+        vals, items, bad = top(self, u, k, excluded)
+        seen["rows"] += len(bad)
+        seen["bad"] += int(bad.sum())
+        return vals, items, bad
+
+    monkeypatch.setattr(ReducedItems, "top", counting)
+    return seen
+
+
+@pytest.mark.parametrize("split", ["valid", "test"])
+@pytest.mark.parametrize("grid", [False, True])
+def test_candidate_pass_ranks_as_float32_scores_do(split, grid, monkeypatch):
+    """Top lists and metrics of the bfloat16 candidate pass equal the reference's on the float32 scores,
+    ties at the cut (grid factors) included; most rows pass the check and are not redone."""
+    seen = count_redone(monkeypatch)
+    d, scorer, _, _ = dot_case(grid=grid)
+    check_like_reference(d, scorer, split, batch_size=7)
+    assert seen["rows"] == len(eval_users_of(d, split))
+    assert seen["bad"] < seen["rows"] / 2
+
+
+def eval_users_of(d, split):
+    from dslrec.evaluate.ranking import eval_users
+
+    return eval_users(d, split)
+
+
+def test_rows_the_check_rejects_are_ranked_in_float32(monkeypatch):
+    """With no margin above K (C = K + 1) the check fails for many rows; they are ranked again from
+    float32 scores and the answer is still the reference's."""
+    monkeypatch.setattr("dslrec.evaluate.ranking.candidates_for", lambda k: k + 1)
+    seen = count_redone(monkeypatch)
+    d, scorer, _, _ = dot_case(seed=22)
+    check_like_reference(d, scorer, batch_size=5)
+    assert seen["bad"] > 0
+
+
+def test_candidate_pass_with_nan_and_infinite_factors():
+    """A NaN user vector, a NaN item and an item scoring +inf: rows with them are ranked from float32
+    scores (NaN as the lowest finite score, after every candidate, before excluded items)."""
+    d, scorer, users, items = dot_case(seed=23)
+    users[2] = float("nan")
+    items[7] = float("nan")
+    items[11] = float("inf")
+    s = scorer(torch.arange(d.n_users))
+    _, result = evaluate(scorer, d, "test", ks=(20,), per_user=True, candidate_pass=True)
+    _, exact = evaluate(lambda u: s[u], d, "test", ks=(20,), per_user=True)
+    assert np.array_equal(result.topk, exact.topk)
+    assert np.array_equal(result.hits, exact.hits)
+
+
+def test_candidate_pass_on_a_trained_model_equals_float32_ranking():
+    """MF trained a few epochs: the candidate pass gives the float32 path's top lists and metrics."""
+    from dslrec.data.synthetic import synthetic_dataset
+    from dslrec.models import build
+
+    d = synthetic_dataset(n_users=300, n_items=1200, seed=0)
+    torch.manual_seed(0)
+    model = build("mf", d, dim=16)
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    users, items = d.train.nonzero()
+    for _ in range(20):
+        neg = torch.randint(0, d.n_items, (len(users),))
+        loss = model.loss({"users": torch.from_numpy(users), "pos": torch.from_numpy(items), "neg": neg})
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        scorer = model.scorer()
+        fast, a = evaluate(scorer, d, "test", ks=(10, 20), per_user=True, candidate_pass=True)
+        slow, b = evaluate(scorer, d, "test", ks=(10, 20), per_user=True, candidate_pass=False)
+    assert np.array_equal(a.topk, b.topk)
+    assert fast == slow
+    assert fast["recall@20"] > 0.05  # it learned something, so the top lists are not noise
+
+
+def test_bfloat16_product_error_stays_within_the_bound():
+    """The error model the check relies on holds on this machine: bfloat16 scores differ from float32
+    ones by at most the output's rounding plus err_per_norm * |u| |v| (wide dynamic range)."""
+    from dslrec.evaluate.ranking import OUTPUT_ROUNDING, ReducedItems
+
+    g = torch.Generator().manual_seed(5)
+    items = torch.randn(3000, 64, generator=g) * torch.logspace(-3, 3, 3000)[:, None]
+    u = torch.randn(50, 64, generator=g) * torch.logspace(-2, 2, 50)[:, None]
+    reduced = ReducedItems(items.T, 20)
+    approx = (u.to(torch.bfloat16) @ reduced.reduced_t)[:, :3000].double()
+    exact = (u.double() @ items.double().T)
+    err = reduced.err_per_norm * u.double().norm(dim=1)[:, None] * items.double().norm(dim=1)[None, :]
+    # the product before its output's rounding lies within OUTPUT_ROUNDING of approx
+    before = approx / (1 - OUTPUT_ROUNDING * torch.sign(approx))
+    assert bool(((exact - before).abs() <= err + (before - approx).abs() + 1e-300).all())
+    assert bool(((exact - approx).abs() <= err + OUTPUT_ROUNDING * approx.abs() * 2).all())
+
+
+def test_candidate_pass_is_chosen_only_where_it_pays():
+    from dslrec.evaluate.ranking import ReducedItems, native_bfloat16_matmul
+
+    d, scorer, _, _ = dot_case(n_items=2000)
+    assert isinstance(native_bfloat16_matmul(), bool)
+    assert not ReducedItems.suits(lambda u: scorer(u), 10_000, 20, "cpu")  # not a DotScorer
+    assert not ReducedItems.suits(scorer, 10_000, 20, "cpu")  # 2,000 items: float32 is cheap there
+    assert not ReducedItems.suits(scorer, 10_000, 20, "cuda")
+    big = type(scorer)(scorer.user_vectors, torch.zeros(64, 50_000))
+    assert ReducedItems.suits(big, 10_000, 20, "cpu") == native_bfloat16_matmul()
+    assert not ReducedItems.suits(big, 10, 20, "cpu")  # too few users to pay for the copy
+    huge = type(scorer)(scorer.user_vectors, torch.zeros(64, 500_000))
+    assert not ReducedItems.suits(huge, 10_000, 20, "cpu")  # a 64 MB copy: over the memory cap

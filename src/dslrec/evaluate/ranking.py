@@ -19,6 +19,13 @@ the cut, a NaN or a -inf among those values (rare with real-valued scores) are
 rescored and redone exactly: everything above the cut value, plus the
 lowest-indexed items equal to it until K are taken.
 
+Dot-product scorers (``DotScorer``: MF, LightGCN) on a CPU that multiplies
+bfloat16 natively are ranked by a cheaper route with the same answer
+(``ReducedItems``): a bfloat16 product picks candidates, their float32 scores
+rank them, and a bound on the rounding error proves per user that nothing left
+out could enter the top K; the few users it cannot vouch for are ranked from
+float32 scores as above.
+
 Cold users (items in the target split but none in training, see
 ``Dataset.cold_users``) are left out (``cold_users="drop"``, the default) or
 ranked by training item popularity instead of the model's scores
@@ -28,6 +35,7 @@ hits count.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -38,6 +46,7 @@ from dslrec.data.dataset import COLD_USERS, Dataset
 from dslrec.data.sampling import csr_rows
 from dslrec.errors import DslrecError
 from dslrec.evaluate.metrics import METRICS, check_ks, check_metrics, metric_key, rank_metrics
+from dslrec.models.base import DotScorer
 
 Scorer = Callable[[torch.Tensor], torch.Tensor]
 CHUNK = 64  # items per chunk in the top-k candidate pass (see ``top_values``)
@@ -381,6 +390,151 @@ def rank_batch(
     return torch.cat([t[0] for t in tops]), torch.cat([t[1] for t in tops])
 
 
+REDUCED_GROUP = 32  # items per group in the candidate pass (see ``ReducedItems``)
+OUTPUT_ROUNDING = 2**-7  # relative error of the bfloat16 product's output (2**-8 rounded to nearest;
+# 2**-7 also covers truncation)
+REDUCED_TABLE_BYTES_MAX = 2**25  # largest bfloat16 item copy made for it: beside the float32 table it
+# raises the evaluation's peak by half that table (a 500,000-item catalogue at dim 64 stays exact-only)
+
+
+def candidates_for(k: int) -> int:
+    """Groups (and at least that many candidates) the bfloat16 pass keeps per user for a top ``k``.
+    The margin above ``k`` is what lets rows pass the exactness check: of the 29,858 test users of an
+    untrained Gowalla MF at K = 20, 2 were redone in float32 with ``2k + 8`` (228 with ``2k``)."""
+    return 2 * k + 8
+
+
+@functools.cache
+def native_bfloat16_matmul() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices natively (x86 ``avx512_bf16`` or ``amx_bf16``):
+    there a bfloat16 product is several times faster than a float32 one (about 4x on the AMD EPYC
+    that measured ``bench_eval.py``); elsewhere it is emulated and slower. Read from ``/proc/cpuinfo``."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+class ReducedItems:
+    """An item table in bfloat16 for a candidate pass whose answer is checked exactly.
+
+    For a batch of user vectors ``u`` the pass scores every item in bfloat16 (``approx``),
+    takes the ``C`` groups of items with the largest maxima (``C = candidates_for(k)``),
+    ``tau`` the smallest of those maxima, keeps the items of those groups at or above
+    ``tau`` (at least ``C``) and scores them again in float32 (``vecdot``). Every other
+    item has ``approx <= tau``. Its float32 score is then at most ``bound``:
+
+    - before its output was rounded to bfloat16 (relative error at most ``2**-8``, counted
+      as ``OUTPUT_ROUNDING = 2**-7``, which also covers truncation), the product was at
+      most ``tau / (1 - r)`` (``tau / (1 + r)`` when ``tau < 0``);
+    - rounding ``u`` and ``v`` to bfloat16 (``2**-8`` each) and the float32 sums of both
+      products (``d * 2**-24`` each) move a score by at most
+      ``(2**-7 + 2**-16 + 2 * d * 2**-24) * sum(|u_d| |v_d|)``, and
+      ``sum(|u_d| |v_d|) <= |u| max|v|`` (Cauchy-Schwarz).
+
+    When the ``k``-th best candidate's float32 score is above ``bound``, every item left
+    out scores below it, so the top ``k`` (ties at the cut included) lies among the
+    candidates and is exact. Rows that fail the check, or show a NaN or an infinity, are
+    marked, and the caller ranks them again from float32 scores.
+
+    Groups are strided (group ``g`` holds items ``g, g + G, g + 2G, ...``) so that their
+    maxima are an element-wise maximum over ``REDUCED_GROUP`` rows of the score block (fewer
+    items a group on catalogues under ``2 * C * REDUCED_GROUP`` items).
+    """
+
+    def __init__(self, item_t: torch.Tensor, k: int):
+        items = item_t.detach().T  # (n, d)
+        n, dim = items.shape
+        # rows of items are gathered for the float32 scores: a transposed table (LightGCN's) is copied
+        self.n_items, self.items = n, items.float().contiguous()
+        # REDUCED_GROUP items a group, fewer on a small catalogue: at least 2 groups per candidate
+        self.group = max(1, min(REDUCED_GROUP, n // (2 * candidates_for(k))))
+        self.groups = -(-n // self.group)
+        padded = torch.zeros(self.groups * self.group, dim, dtype=torch.bfloat16, device=items.device)
+        padded[:n] = items
+        self.reduced_t = padded.T
+        self.block = None
+        self.max_norm = float(torch.linalg.vector_norm(self.items.double(), dim=1).max()) if n else 0.0
+        # inputs rounded to bfloat16, then float32 sums in both products (the output's rounding is
+        # bounded separately, relative to the score)
+        self.err_per_norm = (2**-7 + 2**-16 + 2 * dim * 2**-24) * (1 + 2**-10)
+
+    @staticmethod
+    def suits(scorer, n_users: int, k: int, device) -> bool:
+        """Whether the pass pays for ``scorer`` here: a ``DotScorer`` on a CPU with native bfloat16
+        products, a catalogue of at least 8 groups per candidate, a bfloat16 copy under
+        ``REDUCED_TABLE_BYTES_MAX``, and more users than it takes to make that copy."""
+        if not isinstance(scorer, DotScorer) or torch.device(device).type != "cpu":
+            return False
+        dim, n = scorer.item_t.shape
+        return (native_bfloat16_matmul() and n >= 8 * REDUCED_GROUP * candidates_for(k)
+                and 2 * dim * n <= REDUCED_TABLE_BYTES_MAX and n_users >= 64)
+
+    def reduced_scores(self, u: torch.Tensor, excluded: tuple[np.ndarray, np.ndarray]) -> torch.Tensor:
+        """(B, groups * group) bfloat16 scores of user vectors ``u``; padding and excluded pairs -inf."""
+        b, width = len(u), self.group * self.groups
+        if self.block is None or len(self.block) < b:  # reused batch after batch: no page faults
+            self.block = torch.empty(b, width, dtype=torch.bfloat16, device=u.device)
+        approx = torch.mm(u.to(torch.bfloat16), self.reduced_t, out=self.block[:b])
+        approx[:, self.n_items:] = float("-inf")
+        rows, cols = excluded
+        if len(rows):
+            approx.view(-1).index_fill_(0, torch.from_numpy(rows * width + cols), float("-inf"))
+        return approx
+
+    def top(self, u: torch.Tensor, k: int, excluded: tuple[np.ndarray, np.ndarray]
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(values, items, bad) of the top ``k`` of each row of user vectors ``u`` (B, d), excluded
+        (row, item) pairs left out; ``values`` and ``items`` are exact for rows where ``bad`` is
+        False, in the ranking order of ``topk_ordered``."""
+        b, g, group = len(u), self.groups, self.group
+        u = u.float()
+        grouped = self.reduced_scores(u, excluded).view(b, group, g)
+        maxima = grouped.amax(dim=1).float().numpy()  # (B, G)
+        n_cand = candidates_for(k)
+        # the n_cand best groups (ties at the n_cand-th maximum broken arbitrarily) and that maximum:
+        # every item outside them, or inside but below tau, has approx <= tau
+        chosen = np.sort(np.argpartition(maxima, g - n_cand, axis=1)[:, g - n_cand:], axis=1)
+        tau = np.take_along_axis(maxima, chosen, axis=1).min(axis=1)
+        bad = ~np.isfinite(tau) | np.isnan(maxima).any(axis=1)
+        chosen_t = torch.from_numpy(chosen)
+        members = torch.gather(grouped, 2, chosen_t[:, None, :].expand(b, group, n_cand))  # (B, group, C)
+        tau_t = torch.from_numpy(np.where(bad, np.inf, tau).astype(np.float32))
+        keep = (members.float() >= tau_t[:, None, None]).numpy()
+        row, j, c = np.nonzero(keep)  # row-major: grouped by row, then by j, then by c
+        item = chosen[row, c] + g * j  # so (chosen sorted, chosen < g) ascending within each row
+        exact = torch.linalg.vecdot(u.index_select(0, torch.from_numpy(row)),
+                                    self.items.index_select(0, torch.from_numpy(item))).numpy()
+        # each row's candidates side by side in item order (padding: -inf), then a stable sort by
+        # score descending: the ranking rule
+        count = np.bincount(row, minlength=b)
+        col = np.arange(len(row)) - (np.cumsum(count) - count)[row]
+        vals = np.full((b, max(int(count.max()), k)), -np.inf, dtype=np.float32)
+        items = np.full(vals.shape, np.iinfo(np.int64).max)
+        vals[row, col], items[row, col] = exact, item
+        order = np.argsort(-vals, axis=1, kind="stable")
+        vals, items = np.take_along_axis(vals, order, 1)[:, :k], np.take_along_axis(items, order, 1)[:, :k]
+        # an item left out scores at most ``bound`` (see the class); a row with fewer than k
+        # candidates (only a row already bad) has -inf at k and fails too
+        norms = torch.linalg.vector_norm(u.double(), dim=1).numpy()
+        tau64 = tau.astype(np.float64)
+        before_rounding = np.where(tau64 >= 0, tau64 / (1 - OUTPUT_ROUNDING), tau64 / (1 + OUTPUT_ROUNDING))
+        bound = before_rounding + self.err_per_norm * self.max_norm * norms + np.abs(tau64) * 2**-20
+        not_finite = np.zeros(b, dtype=bool)
+        not_finite[row[~np.isfinite(exact)]] = True
+        bad |= not_finite | ~(vals[:, k - 1].astype(np.float64) > bound)
+        items[bad] = 0  # padding's placeholder
+        return torch.from_numpy(vals), torch.from_numpy(items), torch.from_numpy(bad)
+
+
+METRIC_USERS = 2**16  # users whose hits and metrics are computed at once, after ranking
+
+
 def _row_counts(m, rows: np.ndarray) -> np.ndarray:
     """Stored entries of each of ``rows`` (not a count for every row: the users evaluated may be a few
     of millions)."""
@@ -410,8 +564,10 @@ def rank_users(
     device: str | torch.device = "cpu",
     users: np.ndarray | None = None,
     cold_users: str = "drop",
+    candidate_pass: bool | None = None,
 ) -> UserMetrics:
     """Per-user full-ranking metrics; see ``evaluate``."""
+    batch_size_given = batch_size
     batch_size = batch_size or default_batch_size(device, dataset.n_items)
     if batch_size < 1:
         raise DslrecError(f"evaluation batch size must be >= 1, got {batch_size}")
@@ -435,27 +591,59 @@ def rank_users(
         scorer = popular_for_cold(scorer, dataset, device)
     n_items = dataset.n_items
     max_k = max(ks)
+    if candidate_pass is None:
+        candidate_pass = ReducedItems.suits(scorer, len(users), max_k, device)
+    reduced = None
+    if (candidate_pass and isinstance(scorer, DotScorer) and torch.device(device).type == "cpu"
+            and n_items >= 2 * candidates_for(max_k)):
+        reduced = ReducedItems(scorer.item_t, max_k)
+    if reduced is not None and batch_size_given is None:
+        batch_size *= 2  # bfloat16 scores: the same bytes hold twice the users
     # results go into arrays made up front: per-batch pieces kept on the heap between the score blocks
     # would split the freed block, and the next one would take new memory (tens of MB on big catalogues)
     topk = np.full((len(users), max_k), -1, dtype=np.int64)
-    hit = np.zeros((len(users), max_k), dtype=bool)
-    values = {metric_key(m, k): np.zeros(len(users)) for k in ks for m in metrics}
+    valid = np.zeros((len(users), max_k), dtype=bool)
+    k = min(max_k, n_items)
+
+    def rank_float32(positions: np.ndarray) -> None:
+        """Rank users[positions] from the scorer's float32 scores, into topk and valid."""
+        u = users[positions]
+        users_t = torch.from_numpy(u).to(device)
+
+        def block_scores(rows, start, stop):  # the whole catalogue at once
+            return scorer(users_t if rows is None else users_t[rows.to(users_t.device)])
+
+        vals, items = rank_batch(block_scores, len(u), n_items, k, excluded_pairs(splits, u))
+        topk[positions, :k] = items.cpu().numpy()
+        valid[positions, :k] = (vals > float("-inf")).cpu().numpy()
+
+    redo = []  # positions the bfloat16 pass could not vouch for, ranked in float32 at the end
     with torch.no_grad():
         for start in range(0, len(users), batch_size):
-            u = users[start : start + batch_size]
-            stop = start + len(u)
-            users_t = torch.from_numpy(u).to(device)
-            def block_scores(rows, start, stop, users_t=users_t):  # the whole catalogue at once
-                return scorer(users_t if rows is None else users_t[rows.to(users_t.device)])
-
-            vals, items = rank_batch(block_scores, len(u), n_items, max_k, excluded_pairs(splits, u))
-            hits = target_hits(target, u, items, vals > float("-inf"))
-            n_target = torch.from_numpy(_row_counts(target, u)).to(hits.device)
-            for key, v in rank_metrics(hits, n_target, ks, metrics).items():
-                values[key][start:stop] = v.double().cpu().numpy()
-            width = items.shape[1]  # fewer than K when there are fewer items
-            topk[start:stop, :width] = items.cpu().numpy()
-            hit[start:stop, :width] = hits.cpu().numpy()
+            stop = min(start + batch_size, len(users))
+            if reduced is None:
+                rank_float32(np.arange(start, stop))
+                continue
+            u = users[start:stop]
+            user_vectors = scorer.user_vectors(torch.from_numpy(u).to(device))
+            vals, items, bad = reduced.top(user_vectors, k, excluded_pairs(splits, u))
+            topk[start:stop, :k] = items.numpy()
+            valid[start:stop, :k] = True  # a row that passed has k candidates, none excluded
+            redo.append(start + np.flatnonzero(bad.numpy()))
+        redo = np.concatenate(redo) if redo else np.zeros(0, dtype=np.int64)
+        for start in range(0, len(redo), batch_size):
+            rank_float32(redo[start : start + batch_size])
+    # metrics once for every user (in slices, so that a million users' queries stay small)
+    hit = np.zeros((len(users), max_k), dtype=bool)
+    values = {metric_key(m, k): np.zeros(len(users)) for k in ks for m in metrics}
+    for start in range(0, len(users), METRIC_USERS):
+        stop = min(start + METRIC_USERS, len(users))
+        u = users[start:stop]
+        hits = target_hits(target, u, torch.from_numpy(topk[start:stop]), torch.from_numpy(valid[start:stop]))
+        n_target = torch.from_numpy(_row_counts(target, u))
+        for key, v in rank_metrics(hits, n_target, ks, metrics).items():
+            values[key][start:stop] = v.numpy()
+        hit[start:stop] = hits.numpy()
     return UserMetrics(users=users, n_target=_row_counts(target, users), topk=topk, hits=hit, values=values)
 
 
@@ -470,6 +658,7 @@ def evaluate(
     users: np.ndarray | None = None,
     per_user: bool = False,
     cold_users: str = "drop",
+    candidate_pass: bool | None = None,
 ):
     """Full-ranking metrics on ``split`` ("valid" or "test"), averaged over users.
 
@@ -484,7 +673,11 @@ def evaluate(
     rows live in ``train`` and are excluded like any training items.
     ``cold_users``: users with items in ``split`` but none in training are
     left out (``"drop"``) or ranked by training item popularity (``"popular"``).
+    ``candidate_pass``: rank a ``DotScorer``'s users by a bfloat16 pass whose answer is
+    checked exactly (``ReducedItems``; rows the check cannot vouch for are ranked again
+    in float32). The results are those of float32 scores either way. Default: where it
+    pays (``ReducedItems.suits``); True: whenever the scorer is a ``DotScorer`` on CPU.
     """
-    result = rank_users(scorer, dataset, split, ks, metrics, batch_size, device, users, cold_users)
+    result = rank_users(scorer, dataset, split, ks, metrics, batch_size, device, users, cold_users, candidate_pass)
     summary = result.summary()
     return (summary, result) if per_user else summary

@@ -25,3 +25,26 @@ settings (``lr``, ``batch_size``, ``epochs``, ``schedule``, ``delta_t`` ...)
 and ``build(dataset, **config)``. ``dslrec.models.build(name, dataset,
 **config)`` picks the backbone by name.
 """
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class DotScorer:
+    """A scorer whose scores are dot products: ``user_vectors(users) @ item_t``.
+
+    Called like any scorer (the same product as before, bit for bit). It also shows
+    evaluation the two factors, so that a reduced-precision pass can pick candidates
+    whose exact scores are then checked (``dslrec.evaluate.ranking``); MF and LightGCN
+    return one.
+    ``item_t``: ``(dim, n_items)``, any layout (MF passes a transposed view of its table).
+    """
+
+    user_vectors: Callable[[torch.Tensor], torch.Tensor]
+    item_t: torch.Tensor
+
+    def __call__(self, users: torch.Tensor) -> torch.Tensor:
+        return self.user_vectors(users) @ self.item_t

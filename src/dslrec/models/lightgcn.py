@@ -11,11 +11,11 @@ regularises the batch's layer-0 embeddings.
 from __future__ import annotations
 
 import copy
-from typing import Callable
 
 import torch
 from torch import nn
 
+from dslrec.models.base import DotScorer
 from dslrec.models.graph import normalized_adjacency, propagate
 from dslrec.models.mf import INIT_STD, bpr_loss, check_non_negative, check_int, embedding_l2
 
@@ -85,10 +85,10 @@ class LightGCN(nn.Module):
         reg = embedding_l2(w[users], w[pos], w[neg])
         return bpr_loss((u * i).sum(-1), (u * j).sum(-1)) + self.l2 * reg
 
-    def scorer(self) -> Callable[[torch.Tensor], torch.Tensor]:
+    def scorer(self) -> DotScorer:
         user_emb, item_emb = self.propagate()
         item_t = item_emb.T.contiguous()
-        return lambda users: user_emb[users.to(user_emb.device)] @ item_t
+        return DotScorer(lambda users: user_emb[users.to(user_emb.device)], item_t)
 
 
 def build(dataset, dim: int = 64, n_layers: int = 3, l2: float = 1e-4) -> LightGCN:

@@ -8,13 +8,12 @@ are directly comparable: embeddings initialised N(0, 0.1^2), BPR loss
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from dslrec.errors import DslrecError
+from dslrec.models.base import DotScorer
 
 # The paper has no MF row; these are LightGCN's settings made stable for a
 # plain table model: Adam at a constant 1e-3 (MF does not need LightGCN's
@@ -87,9 +86,9 @@ class MF(nn.Module):
         pos, neg = (u * i).sum(-1), (u * j).sum(-1)
         return bpr_loss(pos, neg) + self.l2 * embedding_l2(u, i, j)
 
-    def scorer(self) -> Callable[[torch.Tensor], torch.Tensor]:
+    def scorer(self) -> DotScorer:
         items_w = self.item.weight  # the whole item table, once; users are looked up per batch
-        return lambda users: self.user(users.to(items_w.device)) @ items_w.T
+        return DotScorer(lambda users: self.user(users.to(items_w.device)), items_w.T)
 
 
 def build(dataset, dim: int = 64, l2: float = 1e-4) -> MF:
