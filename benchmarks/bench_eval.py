@@ -14,9 +14,10 @@ dim 64, LightGCN 3 layers) are evaluated on the test split as the training loop 
 evaluation of BPR and LightGCN on the same split is timed by ``benchmarks/recbole_eval.py``,
 run by the RecBole interpreter (``--recbole``, default ``.venv-recbole/bin/python``; create
 it with ``make recbole-env``; without it the comparison is skipped). Both sides use
-``--threads`` threads; dslrec scores its default batch (8 MiB of scores per thread) and RecBole
-both as many users as 256 MiB of scores hold and dslrec's count (``--recbole-batch``), its
-best kept;
+``--threads`` threads; dslrec scores its default batch (8 MiB of float32 scores per thread; 16
+MiB of bfloat16 scores where its candidate pass runs) and RecBole both as many users as
+256 MiB of float32 scores hold and as many as 8 MiB per thread hold (``--recbole-batch``; the
+smaller is RecBole's best here), its best kept;
 the two sides alternate over ``--rounds`` rounds and each keeps its minimum. A profiled
 evaluation of MF splits dslrec's time into phases (scores, exclusion, top-k, metrics).
 Written under ``recbole_comparison`` and ``eval_phases``, keyed by thread count, beside the
@@ -48,7 +49,8 @@ import torch
 from dslrec.data.dataset import Dataset, csr_from_pairs
 from dslrec.data.sampling import epoch_batches, pairwise_epoch, pointwise_epoch
 from dslrec.evaluate import evaluate, sampled_evaluate, sampled_negatives
-from dslrec.evaluate.ranking import default_batch_size
+from dslrec.evaluate.ranking import candidate_batch_size, default_batch_size, eval_users, uses_candidate_pass
+from dslrec.models.base import DotScorer
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "eval.json"
@@ -135,16 +137,22 @@ def write_split(d: Dataset, path: Path) -> None:
     np.savez(path, **out)
 
 
-def dslrec_test_eval(name: str, d: Dataset, dim: int, batch_size: int):
-    """() -> test metrics of an untrained ``name`` model, evaluated as the training loop does
-    (``training/run.py``'s ``make_evaluator``: eval mode, no grad, ``model.scorer()`` built
-    per evaluation, so LightGCN propagates in every one)."""
+def build_model(name: str, d: Dataset, dim: int):
+    """An untrained ``name`` backbone (seed 0, LightGCN with 3 layers) in eval mode."""
     from dslrec.models import build
 
     torch.manual_seed(0)
     kw = {"n_layers": 3} if name == "lightgcn" else {}
     model = build(name, d, dim=dim, **kw)
     model.eval()
+    return model
+
+
+def dslrec_test_eval(name: str, d: Dataset, dim: int, batch_size: int):
+    """() -> test metrics of an untrained ``name`` model, evaluated as the training loop does
+    (``training/run.py``'s ``make_evaluator``: eval mode, no grad, ``model.scorer()`` built
+    per evaluation, so LightGCN propagates in every one)."""
+    model = build_model(name, d, dim)
 
     def run() -> dict:
         with torch.no_grad():
@@ -195,7 +203,11 @@ def compare_recbole(args, d: Dataset) -> dict | None:
         print(f"RecBole comparison skipped: no {RECBOLE_PYTHON.relative_to(REPO)}; "
               "create it with `make recbole-env` (or pass --recbole PYTHON)")
         return None
-    ours_bs = default_batch_size("cpu", d.n_items)
+    ours_bs = default_batch_size("cpu", d.n_items)  # float32 scores: RecBole's best setting here
+    probe = build_model("mf", d, args.dim).scorer()
+    n_test = len(eval_users(d, "test"))
+    ours_actual = (candidate_batch_size(d.n_items) if uses_candidate_pass(probe, n_test, d.n_items, 20, "cpu")
+                   else ours_bs)
     # RecBole at its best of two batch settings: as many users as 256 MiB of scores (fast for it,
     # its default of 4,096 (user, item) pairs ranks one user at a time here and takes ~2x longer)
     # and dslrec's own batch; dslrec at its default
@@ -247,7 +259,7 @@ def compare_recbole(args, d: Dataset) -> dict | None:
         "rows": rows,
         "threads": args.threads,
         "rounds": args.rounds,
-        "users_per_batch": {"dslrec": ours_bs, "recbole": batches},
+        "users_per_batch": {"dslrec": ours_actual, "recbole": batches},
         "all_seconds": {"dslrec": mine, "recbole": theirs, "recbole_by_batch": by_batch},
         "recbole": [{k: server.info[k] for k in ("recbole", "torch", "numpy", "eval_batch_size",
                                                  "users_per_batch", "test_users", "setup_seconds")}
@@ -381,8 +393,7 @@ def main() -> None:
     user_emb = torch.randn(d.n_users, args.dim, generator=g) * 0.1
     item_emb = torch.randn(d.n_items, args.dim, generator=g) * 0.1
 
-    def scorer(users: torch.Tensor) -> torch.Tensor:
-        return user_emb[users] @ item_emb.T
+    scorer = DotScorer(lambda users: user_emb[users], item_emb.T)  # MF's scorer: the default route
 
     rows = []
     # the matrix products alone: the floor any full-ranking evaluation pays
@@ -396,13 +407,23 @@ def main() -> None:
     t_mm, cpu, _ = timed_cpu(scores_only, args.repeat)
     rows.append({"what": f"scores only (matmul, batch {bs0})", "seconds": t_mm, "cpu_seconds": cpu})
     evals = {}
+    n_test = len(eval_users(d, "test"))
+    default_bs = candidate_batch_size(d.n_items) if uses_candidate_pass(scorer, n_test, d.n_items, 20, "cpu") else bs0
     for bs in args.batch_sizes:
-        bs = bs or default_batch_size("cpu", d.n_items)
+        bs = bs or default_bs
         t, cpu, res = timed_cpu(
             lambda: evaluate(scorer, d, "test", ks=(20,), batch_size=bs), args.repeat
         )
         evals[bs] = (t, res)
-        rows.append({"what": f"full-ranking evaluation, batch {bs}", "seconds": t, "cpu_seconds": cpu})
+        label = " (the default)" if bs == default_bs else ""
+        rows.append({"what": f"full-ranking evaluation, batch {bs}{label}", "seconds": t, "cpu_seconds": cpu})
+    t, cpu, res32 = timed_cpu(
+        lambda: evaluate(scorer, d, "test", ks=(20,), batch_size=bs0, candidate_pass=False), args.repeat
+    )
+    rows.append({"what": f"the same, float32 route only (candidate_pass=False), batch {bs0}",
+                 "seconds": t, "cpu_seconds": cpu})
+    same_metrics = all(res32 == r for _, r in evals.values())
+    print(f"float32 route and default route give the same metrics: {same_metrics}")
     best_bs = min(evals, key=lambda b: evals[b][0])
 
     # sampling on the full LightGCN training file (train + the loader's valid carve-out)
@@ -444,6 +465,8 @@ def main() -> None:
         "load_average_at_end": os.getloadavg()[0],
         "timings": rows,
         "best_batch_size": best_bs,
+        "default_batch_size": default_bs,
+        "float32_route_same_metrics": same_metrics,
         "eval_seconds_best": evals[best_bs][0],
         "target_seconds": 10.0,
         "metrics_random_embeddings": metrics,

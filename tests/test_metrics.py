@@ -576,3 +576,20 @@ def test_candidate_pass_is_chosen_only_where_it_pays():
     assert not ReducedItems.suits(big, 10, 20, "cpu")  # too few users to pay for the copy
     huge = type(scorer)(scorer.user_vectors, torch.zeros(64, 500_000))
     assert not ReducedItems.suits(huge, 10_000, 20, "cpu")  # a 64 MB copy: over the memory cap
+
+
+def test_candidate_pass_batch_follows_threads_and_is_bounded():
+    """16 MiB of bfloat16 scores per thread (at most 64 MiB, at least 16 users)."""
+    from dslrec.evaluate.ranking import candidate_batch_size
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert candidate_batch_size(40_981) == 2**24 // (2 * 40_981) == 204
+        assert candidate_batch_size(2_000_000) == 16
+        torch.set_num_threads(2)
+        assert candidate_batch_size(40_981) == 409
+        torch.set_num_threads(8)
+        assert candidate_batch_size(40_981) == 2**26 // (2 * 40_981)
+    finally:
+        torch.set_num_threads(threads)
