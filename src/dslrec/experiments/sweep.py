@@ -276,6 +276,14 @@ def train_one(run_dir: str, settings: dict[str, Any], resume: bool, threads: int
 def _one_thread() -> None:
     os.environ["OMP_NUM_THREADS"] = "1"
     os.environ["MKL_NUM_THREADS"] = "1"
+    # tqdm's default lock holds a multiprocessing semaphore; a worker stopped with its sweep (terminate)
+    # cannot release it, and Python's resource tracker then warns of a leaked semaphore at exit.
+    # Bars are off in workers anyway (their stderr is not a terminal): a thread lock does.
+    import threading
+
+    from tqdm import tqdm
+
+    tqdm.set_lock(threading.RLock())
 
 
 def run_sweep(path: str | Path, jobs: int = 1, say: Callable[[str], None] = print,
