@@ -567,7 +567,11 @@ def test_candidate_pass_is_chosen_only_where_it_pays():
     from dslrec.evaluate.ranking import ReducedItems, native_bfloat16_matmul
 
     d, scorer, _, _ = dot_case(n_items=2000)
-    assert isinstance(native_bfloat16_matmul(), bool)
+    try:
+        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
+        assert native_bfloat16_matmul() == ("avx512_bf16" in flags or "amx_bf16" in flags)
+    except (OSError, StopIteration):
+        assert native_bfloat16_matmul() is False
     assert not ReducedItems.suits(lambda u: scorer(u), 10_000, 20, "cpu")  # not a DotScorer
     assert not ReducedItems.suits(scorer, 10_000, 20, "cpu")  # 2,000 items: float32 is cheap there
     assert not ReducedItems.suits(scorer, 10_000, 20, "cuda")
@@ -593,3 +597,86 @@ def test_candidate_pass_batch_follows_threads_and_is_bounded():
         assert candidate_batch_size(40_981) == 2**26 // (2 * 40_981)
     finally:
         torch.set_num_threads(threads)
+
+
+def one_user_case(user: torch.Tensor, items: torch.Tensor):
+    """One user and ``len(items)`` items: the next-to-last item in training (so the user is not cold),
+    the last one the validation target; the dataset and the scorer."""
+    from dslrec.models.base import DotScorer
+
+    n = len(items)
+    d = Dataset(name="one", user_ids=np.array(["0"]), item_ids=np.arange(n).astype(str),
+                train=csr_from_pairs([0], [n - 2], (1, n)), valid=csr_from_pairs([0], [n - 1], (1, n)),
+                test=csr_from_pairs([], [], (1, n)), protocol="fixed")
+    return d, DotScorer(lambda u: user[None].expand(len(u), -1), items.T)
+
+
+def both_routes(d, scorer, ks=(1, 5)):
+    _, a = evaluate(scorer, d, "valid", ks=ks, per_user=True, candidate_pass=True)
+    _, b = evaluate(scorer, d, "valid", ks=ks, per_user=True, candidate_pass=False)
+    return a.topk, b.topk
+
+
+def test_candidate_pass_with_tiny_scores_has_an_absolute_error_term():
+    """Scores below float32's smallest normal (subnormal; the bfloat16 product flushes them to 0): the
+    relative bound alone would vouch for a wrong top item; the absolute term sends the row to float32."""
+    items = torch.zeros(200, 2)
+    items[:, 0] = 0.5 * 2.0**-64
+    items[5, 0] = 0.9 * 2.0**-64  # item 5 scores highest, at 0.9 * 2**-134
+    d, scorer = one_user_case(torch.tensor([2.0**-70, 0.0]), items)
+    fast, slow = both_routes(d, scorer)
+    assert slow[0, 0] == 5
+    assert np.array_equal(fast, slow)
+
+
+def test_tables_beyond_bfloat16_range_and_other_dtypes_take_their_own_route():
+    """An item entry that overflows bfloat16 (-3.4e38 becomes -inf) sends the table to float32; a user
+    vector that overflows does the same for its row; float64 and bfloat16 tables rank by their own
+    precision (the pass is for float32 tables)."""
+    items = torch.zeros(200, 2)
+    items[:, 1] = 1e37
+    items[0, 1] = 5e37
+    items[5] = torch.tensor([-3.4e38, 3e38])  # the best item: 3e38 for this user
+    d, scorer = one_user_case(torch.tensor([2e-38, 1.0]), items)
+    fast, slow = both_routes(d, scorer, ks=(1,))  # at K = 1 the check would vouch for item 0
+    assert slow[0, 0] == 5 and np.array_equal(fast, slow)
+
+    items = torch.rand(200, 2, generator=torch.Generator().manual_seed(0)) + 1
+    d, scorer = one_user_case(torch.tensor([3.39e38, 1e-3]), items / 10)  # the user's entry overflows
+    fast, slow = both_routes(d, scorer)
+    assert np.array_equal(fast, slow)
+
+    items = torch.ones(200, 2, dtype=torch.float64)
+    items[1, 0] += 1e-12  # a float64 difference float32 cannot hold
+    d, scorer = one_user_case(torch.tensor([1.0, 0.0], dtype=torch.float64), items)
+    fast, slow = both_routes(d, scorer)
+    assert slow[0, 0] == 1 and np.array_equal(fast, slow)
+
+
+def test_candidate_pass_pads_the_catalogue_with_items_that_never_rank():
+    """2,003 items (groups of 20 leave padding) scored below zero for every user: the padding's zero
+    vectors would score above every real item if they were not set to -inf."""
+    d, scorer, users, items = dot_case(seed=24, n_items=2003)
+    users.abs_()
+    items.abs_().neg_()
+    assert bool((scorer(torch.arange(d.n_users)) < 0).all())
+    check_like_reference(d, scorer, batch_size=9)
+
+
+def test_left_out_items_never_score_above_the_bound():
+    """The bound ``top`` uses, taken at each item's own bfloat16 score, lies above that item's float32
+    score, for vectors spanning twelve orders of magnitude, both signs, and dims 1 to 100."""
+    from dslrec.evaluate.ranking import OUTPUT_ROUNDING, TINY, ReducedItems
+
+    g = torch.Generator().manual_seed(6)
+    for dim in (1, 7, 64, 100):
+        items = torch.randn(4000, dim, generator=g) * torch.logspace(-6, 6, 4000)[torch.randperm(4000, generator=g), None]
+        u = torch.randn(40, dim, generator=g) * torch.logspace(-3, 3, 40)[:, None]
+        reduced = ReducedItems(items.T, 20)
+        approx = (u.to(torch.bfloat16) @ reduced.reduced_t)[:, :4000].double()
+        exact = torch.linalg.vecdot(u[:, None, :], items[None]).double()
+        before = torch.where(approx >= 0, approx / (1 - OUTPUT_ROUNDING), approx / (1 + OUTPUT_ROUNDING))
+        norms = u.double().norm(dim=1)[:, None]
+        bound = (before + reduced.err_per_norm * reduced.max_norm * norms
+                 + 4 * dim * TINY * (1 + norms + reduced.max_norm) + approx.abs() * 2**-20)
+        assert bool((exact <= bound).all()), dim

@@ -20,11 +20,11 @@ rescored and redone exactly: everything above the cut value, plus the
 lowest-indexed items equal to it until K are taken.
 
 Dot-product scorers (``DotScorer``: MF, LightGCN) on a CPU that multiplies
-bfloat16 natively are ranked by a cheaper route with the same answer
-(``ReducedItems``): a bfloat16 product picks candidates, their float32 scores
-rank them, and a bound on the rounding error proves per user that nothing left
-out could enter the top K; the few users it cannot vouch for are ranked from
-float32 scores as above.
+bfloat16 natively are ranked by a cheaper route with the same answer up to
+float32's last bit (``ReducedItems``): a bfloat16 product picks candidates,
+their float32 scores rank them, and a bound on the rounding error proves per
+user that nothing left out could enter the top K; the few users it cannot
+vouch for are ranked from float32 scores as above.
 
 Cold users (items in the target split but none in training, see
 ``Dataset.cold_users``) are left out (``cold_users="drop"``, the default) or
@@ -394,7 +394,10 @@ REDUCED_GROUP = 32  # items per group in the candidate pass (see ``ReducedItems`
 OUTPUT_ROUNDING = 2**-7  # relative error of the bfloat16 product's output (2**-8 rounded to nearest;
 # 2**-7 also covers truncation)
 REDUCED_TABLE_BYTES_MAX = 2**25  # largest bfloat16 item copy made for it: beside the float32 table it
-# raises the evaluation's peak by half that table (a 500,000-item catalogue at dim 64 stays exact-only)
+# raises the evaluation's peak by half that table, and by the whole table again where the scorer holds it
+# transposed (LightGCN's), since rows of items are gathered (a 500,000-item catalogue at dim 64 stays on
+# the float32 route)
+TINY = 2**-126  # float32's smallest normal: below it products lose relative precision or are flushed to 0
 
 
 def candidates_for(k: int) -> int:
@@ -420,6 +423,13 @@ def native_bfloat16_matmul() -> bool:
     return False
 
 
+def dot_table_fits(scorer, device) -> bool:
+    """A ``DotScorer`` whose item table is float32 on the CPU, evaluated on the CPU: what the pass
+    and its bound are made for (a float64 or bfloat16 model ranks by its own precision)."""
+    return (isinstance(scorer, DotScorer) and torch.device(device).type == "cpu"
+            and scorer.item_t.dtype == torch.float32 and scorer.item_t.device.type == "cpu")
+
+
 class ReducedItems:
     """An item table in bfloat16 for a candidate pass whose answer is checked exactly.
 
@@ -435,12 +445,18 @@ class ReducedItems:
     - rounding ``u`` and ``v`` to bfloat16 (``2**-8`` each) and the float32 sums of both
       products (``d * 2**-24`` each) move a score by at most
       ``(2**-7 + 2**-16 + 2 * d * 2**-24) * sum(|u_d| |v_d|)``, and
-      ``sum(|u_d| |v_d|) <= |u| max|v|`` (Cauchy-Schwarz).
+      ``sum(|u_d| |v_d|) <= |u| max|v|`` (Cauchy-Schwarz);
+    - below float32's smallest normal (``TINY``) relative errors no longer hold, and
+      the product may flush values to zero: at most ``TINY`` per input, product and
+      sum, ``4 d TINY (1 + |u| + max|v|)`` in all.
 
     When the ``k``-th best candidate's float32 score is above ``bound``, every item left
     out scores below it, so the top ``k`` (ties at the cut included) lies among the
     candidates and is exact. Rows that fail the check, or show a NaN or an infinity, are
-    marked, and the caller ranks them again from float32 scores.
+    marked, and the caller ranks them again from float32 scores. "Exact" means: among
+    float32 scores computed by ``vecdot``, one pair at a time. The float32 route's matrix
+    product can round a score differently in the last bit (as two batch sizes can), so
+    two items whose scores differ by one unit in the last place may swap.
 
     Groups are strided (group ``g`` holds items ``g, g + G, g + 2G, ...``) so that their
     maxima are an element-wise maximum over ``REDUCED_GROUP`` rows of the score block (fewer
@@ -457,30 +473,35 @@ class ReducedItems:
         self.groups = -(-n // self.group)
         padded = torch.zeros(self.groups * self.group, dim, dtype=torch.bfloat16, device=items.device)
         padded[:n] = items
+        # entries beyond bfloat16's range (|x| >= 2**128 * (1 - 2**-9)) would become infinite: such a
+        # table (or a NaN in it) takes the float32 route (``usable``)
+        self.usable = bool(torch.isfinite(padded).all())
         self.reduced_t = padded.T
         self.block = None
         self.max_norm = float(torch.linalg.vector_norm(self.items.double(), dim=1).max()) if n else 0.0
+        self.dim = dim
         # inputs rounded to bfloat16, then float32 sums in both products (the output's rounding is
         # bounded separately, relative to the score)
         self.err_per_norm = (2**-7 + 2**-16 + 2 * dim * 2**-24) * (1 + 2**-10)
 
     @staticmethod
     def suits(scorer, n_users: int, k: int, device) -> bool:
-        """Whether the pass pays for ``scorer`` here: a ``DotScorer`` on a CPU with native bfloat16
-        products, a catalogue of at least 8 groups per candidate, a bfloat16 copy under
-        ``REDUCED_TABLE_BYTES_MAX``, and more users than it takes to make that copy."""
-        if not isinstance(scorer, DotScorer) or torch.device(device).type != "cpu":
+        """Whether the pass pays for ``scorer`` here: a ``DotScorer`` with a float32 table on a CPU with
+        native bfloat16 products, a catalogue of at least 8 groups per candidate, a bfloat16 copy
+        under ``REDUCED_TABLE_BYTES_MAX``, and more users than it takes to make that copy."""
+        if not dot_table_fits(scorer, device):
             return False
         dim, n = scorer.item_t.shape
         return (native_bfloat16_matmul() and n >= 8 * REDUCED_GROUP * candidates_for(k)
                 and 2 * dim * n <= REDUCED_TABLE_BYTES_MAX and n_users >= 64)
 
     def reduced_scores(self, u: torch.Tensor, excluded: tuple[np.ndarray, np.ndarray]) -> torch.Tensor:
-        """(B, groups * group) bfloat16 scores of user vectors ``u``; padding and excluded pairs -inf."""
+        """(B, groups * group) bfloat16 scores of bfloat16 user vectors ``u``; padding and excluded
+        pairs -inf."""
         b, width = len(u), self.group * self.groups
         if self.block is None or len(self.block) < b:  # reused batch after batch: no page faults
             self.block = torch.empty(b, width, dtype=torch.bfloat16, device=u.device)
-        approx = torch.mm(u.to(torch.bfloat16), self.reduced_t, out=self.block[:b])
+        approx = torch.mm(u, self.reduced_t, out=self.block[:b])
         approx[:, self.n_items:] = float("-inf")
         rows, cols = excluded
         if len(rows):
@@ -494,14 +515,16 @@ class ReducedItems:
         False, in the ranking order of ``topk_ordered``."""
         b, g, group = len(u), self.groups, self.group
         u = u.float()
-        grouped = self.reduced_scores(u, excluded).view(b, group, g)
+        reduced_u = u.to(torch.bfloat16)
+        grouped = self.reduced_scores(reduced_u, excluded).view(b, group, g)
         maxima = grouped.amax(dim=1).float().numpy()  # (B, G)
         n_cand = candidates_for(k)
         # the n_cand best groups (ties at the n_cand-th maximum broken arbitrarily) and that maximum:
         # every item outside them, or inside but below tau, has approx <= tau
         chosen = np.sort(np.argpartition(maxima, g - n_cand, axis=1)[:, g - n_cand:], axis=1)
         tau = np.take_along_axis(maxima, chosen, axis=1).min(axis=1)
-        bad = ~np.isfinite(tau) | np.isnan(maxima).any(axis=1)
+        bad = (~np.isfinite(tau) | np.isnan(maxima).any(axis=1)
+               | ~torch.isfinite(reduced_u).all(dim=1).numpy())  # a user vector beyond bfloat16's range
         chosen_t = torch.from_numpy(chosen)
         members = torch.gather(grouped, 2, chosen_t[:, None, :].expand(b, group, n_cand))  # (B, group, C)
         tau_t = torch.from_numpy(np.where(bad, np.inf, tau).astype(np.float32))
@@ -522,13 +545,17 @@ class ReducedItems:
         # an item left out scores at most ``bound`` (see the class); a row with fewer than k
         # candidates (only a row already bad) has -inf at k and fails too
         norms = torch.linalg.vector_norm(u.double(), dim=1).numpy()
-        tau64 = tau.astype(np.float64)
+        tau64 = np.where(bad, 0.0, tau.astype(np.float64))  # bad rows fail below whatever their bound
         before_rounding = np.where(tau64 >= 0, tau64 / (1 - OUTPUT_ROUNDING), tau64 / (1 + OUTPUT_ROUNDING))
-        bound = before_rounding + self.err_per_norm * self.max_norm * norms + np.abs(tau64) * 2**-20
+        # relative errors hold down to float32's smallest normal; below it values are flushed or lose
+        # bits, at most TINY per input, product and sum (absolute), in either product
+        flushed = 4 * self.dim * TINY * (1 + norms + self.max_norm)
+        # the last term covers the float64 rounding of this sum itself
+        bound = before_rounding + self.err_per_norm * self.max_norm * norms + flushed + np.abs(tau64) * 2**-20
         not_finite = np.zeros(b, dtype=bool)
         not_finite[row[~np.isfinite(exact)]] = True
         bad |= not_finite | ~(vals[:, k - 1].astype(np.float64) > bound)
-        items[bad] = 0  # padding's placeholder
+        items[bad] = 0  # placeholders (the padding's): the caller ranks bad rows again in float32
         return torch.from_numpy(vals), torch.from_numpy(items), torch.from_numpy(bad)
 
 
@@ -552,8 +579,7 @@ def uses_candidate_pass(scorer, n_users: int, n_items: int, k: int, device, want
     at least two items per candidate). Its batches are then ``candidate_batch_size`` users."""
     if wanted is None:
         return ReducedItems.suits(scorer, n_users, k, device)
-    return bool(wanted and isinstance(scorer, DotScorer) and torch.device(device).type == "cpu"
-                and n_items >= 2 * candidates_for(k))
+    return bool(wanted and dot_table_fits(scorer, device) and n_items >= 2 * candidates_for(k))
 
 
 METRIC_USERS = 2**16  # users whose hits and metrics are computed at once, after ranking
@@ -617,7 +643,10 @@ def rank_users(
     max_k = max(ks)
     candidate_pass = uses_candidate_pass(scorer, len(users), n_items, max_k, device, candidate_pass)
     reduced = ReducedItems(scorer.item_t, max_k) if candidate_pass else None
-    if candidate_pass and batch_size_given is None:
+    if reduced is not None and not reduced.usable:
+        reduced = None
+    float32_batch = batch_size
+    if reduced is not None and batch_size_given is None:
         batch_size = candidate_batch_size(n_items)
     # results go into arrays made up front: per-batch pieces kept on the heap between the score blocks
     # would split the freed block, and the next one would take new memory (tens of MB on big catalogues)
@@ -648,11 +677,12 @@ def rank_users(
             user_vectors = scorer.user_vectors(torch.from_numpy(u).to(device))
             vals, items, bad = reduced.top(user_vectors, k, excluded_pairs(splits, u))
             topk[start:stop, :k] = items.numpy()
-            valid[start:stop, :k] = True  # a row that passed has k candidates, none excluded
+            valid[start:stop, :k] = True  # a row that passed has k candidates, none excluded (bad rows:
+            # placeholders, overwritten below)
             redo.append(start + np.flatnonzero(bad.numpy()))
         redo = np.concatenate(redo) if redo else np.zeros(0, dtype=np.int64)
-        for start in range(0, len(redo), batch_size):
-            rank_float32(redo[start : start + batch_size])
+        for start in range(0, len(redo), float32_batch):
+            rank_float32(redo[start : start + float32_batch])
     # metrics once for every user (in slices, so that a million users' queries stay small)
     hit = np.zeros((len(users), max_k), dtype=bool)
     values = {metric_key(m, k): np.zeros(len(users)) for k in ks for m in metrics}
@@ -695,9 +725,13 @@ def evaluate(
     ``cold_users``: users with items in ``split`` but none in training are
     left out (``"drop"``) or ranked by training item popularity (``"popular"``).
     ``candidate_pass``: rank a ``DotScorer``'s users by a bfloat16 pass whose answer is
-    checked exactly (``ReducedItems``; rows the check cannot vouch for are ranked again
-    in float32). The results are those of float32 scores either way. Default: where it
-    pays (``ReducedItems.suits``); True: whenever the scorer is a ``DotScorer`` on CPU.
+    checked against float32 scores (``ReducedItems``; rows the check cannot vouch for are
+    ranked again in float32). The top lists are those of float32 scores either way, up to
+    the last bit: the candidates' scores are float32 dot products one pair at a time, the
+    float32 route's a matrix product, and the two can round differently (as two batch
+    sizes can), swapping items whose scores differ by one unit in the last place.
+    Default: where it pays (``ReducedItems.suits``); True: whenever the scorer is a
+    ``DotScorer`` with a float32 table on the CPU.
     """
     result = rank_users(scorer, dataset, split, ks, metrics, batch_size, device, users, cold_users, candidate_pass)
     summary = result.summary()
