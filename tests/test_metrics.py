@@ -519,8 +519,10 @@ def test_candidate_pass_with_nan_and_infinite_factors():
     assert np.array_equal(result.hits, exact.hits)
 
 
-def test_candidate_pass_on_a_trained_model_equals_float32_ranking():
-    """MF trained a few epochs: the candidate pass gives the float32 path's top lists and metrics."""
+def test_candidate_pass_on_a_trained_model_equals_float32_ranking(monkeypatch):
+    """MF trained a few epochs: the candidate pass gives the float32 path's top lists and metrics, and
+    vouches for most users itself."""
+    seen = count_redone(monkeypatch)
     from dslrec.data.synthetic import synthetic_dataset
     from dslrec.models import build
 
@@ -543,6 +545,7 @@ def test_candidate_pass_on_a_trained_model_equals_float32_ranking():
     assert np.array_equal(a.topk, b.topk)
     assert fast == slow
     assert fast["recall@20"] > 0.05  # it learned something, so the top lists are not noise
+    assert seen["bad"] < seen["rows"] / 4, seen
 
 
 def test_bfloat16_product_error_stays_within_the_bound():
@@ -636,8 +639,8 @@ def test_tables_beyond_bfloat16_range_and_other_dtypes_take_their_own_route():
     items = torch.zeros(200, 2)
     items[:, 1] = 1e37
     items[0, 1] = 5e37
-    items[5] = torch.tensor([-3.4e38, 3e38])  # the best item: 3e38 for this user
-    d, scorer = one_user_case(torch.tensor([2e-38, 1.0]), items)
+    items[5] = torch.tensor([-3.4e38, 3e38])  # the best item: 3e35 for this user
+    d, scorer = one_user_case(torch.tensor([2e-38, 1e-3]), items)  # scores far from overflowing a sum
     fast, slow = both_routes(d, scorer, ks=(1,))  # at K = 1 the check would vouch for item 0
     assert slow[0, 0] == 5 and np.array_equal(fast, slow)
 
@@ -653,13 +656,23 @@ def test_tables_beyond_bfloat16_range_and_other_dtypes_take_their_own_route():
     assert slow[0, 0] == 1 and np.array_equal(fast, slow)
 
 
-def test_candidate_pass_pads_the_catalogue_with_items_that_never_rank():
-    """2,003 items (groups of 20 leave padding) scored below zero for every user: the padding's zero
-    vectors would score above every real item if they were not set to -inf."""
+def test_candidate_pass_with_scores_below_zero_and_padding(monkeypatch):
+    """Scores below zero for every user (such rows go to float32: the integer maxima order only
+    non-negative values), and scores mostly exactly zero on a padded catalogue (2,003 items in
+    groups of 20): the padding's zero vectors would tie with real items if they were not -inf."""
+    seen = count_redone(monkeypatch)
     d, scorer, users, items = dot_case(seed=24, n_items=2003)
     users.abs_()
     items.abs_().neg_()
     assert bool((scorer(torch.arange(d.n_users)) < 0).all())
+    check_like_reference(d, scorer, batch_size=9)
+    assert seen["bad"] == seen["rows"] > 0
+
+    d, scorer, users, items = dot_case(seed=25, n_items=2003, grid=True)
+    users[:, 1:] = 0
+    users[:, 0] = 1
+    items[:, 0] = 0
+    items[::97, 0] = 1  # 21 items score 1, every other item 0
     check_like_reference(d, scorer, batch_size=9)
 
 
