@@ -524,13 +524,14 @@ class ReducedItems:
         # values, and every negative value (sign bit set) reads below every non-negative one; an
         # integer maximum is twice as fast as a bfloat16 one. So the keys are true maxima wherever a
         # group holds a value >= +0, and rows whose n_cand-th key is negative are left to float32.
-        keys = grouped.view(torch.int16).amax(dim=1).numpy()  # (B, G)
+        keys = grouped.view(torch.int16).amax(dim=1).numpy().astype(np.int32)  # (B, G); numpy partitions
+        # int32 4x as fast as int16
         n_cand = candidates_for(k)
         # the n_cand best groups (ties at the n_cand-th maximum broken arbitrarily) and that maximum:
         # every item outside them, or inside but below tau, has approx <= tau
         chosen = np.sort(np.argpartition(keys, g - n_cand, axis=1)[:, g - n_cand:], axis=1)
         tau_key = np.take_along_axis(keys, chosen, axis=1).min(axis=1)
-        tau = torch.from_numpy(tau_key.copy()).view(torch.bfloat16).float().numpy()
+        tau = torch.from_numpy(tau_key.astype(np.int16)).view(torch.bfloat16).float().numpy()
         norms = torch.linalg.vector_norm(u.double(), dim=1).numpy()
         bad = (
             (tau_key < 0) | ~np.isfinite(tau)  # scores below zero at the cut (or tau infinite, NaN)
