@@ -16,7 +16,9 @@ Required attributes / methods:
     Returns a function mapping a batch of user indices to scores over all
     items (shape ``(len(users), n_items)``). Work shared by all users
     (LightGCN's propagation) is done once, when ``scorer()`` is called.
-    Called under ``torch.no_grad()`` in eval mode.
+    Called under ``torch.no_grad()`` in eval mode. A backbone whose scores are
+    dot products returns a ``DotScorer`` (below), which evaluation can rank
+    faster.
 ``config: dict``
     The hyper-parameters it was built with (JSON-serialisable).
 
