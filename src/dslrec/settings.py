@@ -66,7 +66,7 @@ class RunConfig(SparseSettings):
     metric: str = "recall@20"
     patience: int = 10  # evaluations without improvement before stopping (0 = never), counted once the model beats popularity (and DSL has settled)
     ks: list[int] = field(default_factory=lambda: [20])
-    eval_batch_size: int | None = None  # users per evaluation batch (default: 8 MiB of scores per thread on CPU, at most 32 MiB; 2 GiB on GPUs)
+    eval_batch_size: int | None = None  # users per evaluation batch (default: 8 MiB of scores per thread on CPU, at most 32 MiB; 2 GiB on GPUs; 16 MiB of bfloat16 in the candidate pass)
     eval_users: int | None = None  # validate and test on a seeded random sample of N users (the same sample throughout)
     cold_users: str = "drop"  # users with valid/test items but no training ones: drop | popular (ranked by popularity)
     # sparse training (more settings of dslrec.sparse below)

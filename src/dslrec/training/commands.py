@@ -41,7 +41,7 @@ MEANINGS = {
     "eval_every": "validate every N epochs",
     "metric": "validation metric that picks the best epoch and stops early",
     "ks": "cut-offs of the reported metrics, e.g. 10,20",
-    "eval_batch_size": "users per evaluation batch (default: as many as 8 MiB of scores per thread hold, at most 32 MiB, at least 16)",
+    "eval_batch_size": "users per evaluation batch (default: as many as 8 MiB of scores per thread hold, at most 32 MiB, at least 16; 16 MiB of bfloat16 scores per thread in the candidate pass)",
     "method": "dense | dsl | static | gmp | oneshot | lth | pep",
     "density": "fraction of the sparsifiable weights kept active (sparse methods)",
     "scope": f"where the budget holds: {' | '.join(SCOPES)}",
