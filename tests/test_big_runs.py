@@ -49,6 +49,8 @@ def test_max_steps_stops_at_exactly_n_steps_and_the_schedules_span_them(small, t
     assert [r["steps"] for r in records] == [spe, n - spe]
     assert s["steps_run"] == n and s["max_steps"] == n and s["epochs_run"] == 2
     assert s["steps_per_epoch"] == spe and s["config"]["max_steps"] == n
+    assert s["world_size"] == 1 and s["backend"] is None  # one process
+    assert "examples_by_rank" not in records[0]
     last = records[-1]
     # the engine counted exactly n optimiser steps, and its horizon was n: DSL's update ratio and
     # the cosine lr have annealed to their ends at the cut

@@ -83,6 +83,12 @@ def check_two_rank_run(tmp_path: Path, storage: str) -> None:
     assert summary["world_size"] == 2 and summary["backend"] == "gloo"
     log = records(run)
     assert len(log) == 2
+    # each rank sampled and trained on its own half of every global batch: together, every training
+    # pair of the epoch once
+    pairs = load("synthetic").train.nnz
+    for r in log:
+        a, b = r["examples_by_rank"]
+        assert a + b == pairs and abs(a - b) <= summary["steps_per_epoch"], r["examples_by_rank"]
     budget = log[0]["active"]
     n_updates = 0
     for r in log:
@@ -109,23 +115,20 @@ def check_two_rank_run(tmp_path: Path, storage: str) -> None:
         assert communication["bytes_per_step"]["signal"] > 0
 
 
-def resume_to_four_epochs_like_one_process(tmp_path: Path, args: list[str]) -> dict:
+def resume_to_four_epochs_like_one_go(tmp_path: Path, args: list[str]) -> None:
     """Resume ``tmp_path/run`` (2 epochs, trained with ``args``) to 4 epochs on two ranks: every update's
-    masks agree across ranks, and the best weights are those one process reaches in one go (whose
-    summary is returned)."""
+    masks agree across ranks, and the best weights are those two ranks reach in one go."""
     run = tmp_path / "run"
     torchrun(["--resume", str(run), "--epochs", "4", "--quiet"], cwd=tmp_path)
     log = records(run)
     assert [r["epoch"] for r in log] == [1, 2, 3, 4]
     assert all(by[0] == by[1] for r in log for by in r["sparse"]["ranks"]["mask_checksums"])
-    settings = dict(zip([a.lstrip("-") for a in args[:-1:2]], args[1:-1:2]))
-    one = dslrec.train({**settings, "epochs": 4}, out=tmp_path / "one", progress=False)
-    a, b = dense_best(run), dense_best(tmp_path / "one")
+    torchrun([*args, "--epochs", "4", "--out", "straight"], cwd=tmp_path)
+    a, b = dense_best(run), dense_best(tmp_path / "straight")
     for k in a:
         assert torch.equal(a[k] != 0, b[k] != 0), k  # the same masks
         assert torch.allclose(a[k], b[k], atol=1e-5), k
-    shutil.rmtree(tmp_path / "one")
-    return one
+    shutil.rmtree(tmp_path / "straight")
 
 
 def test_two_ranks_masked(tmp_path):
@@ -136,9 +139,8 @@ def test_two_ranks_masked(tmp_path):
 def test_two_ranks_compact_and_resume(tmp_path):
     check_two_rank_run(tmp_path, "compact")
     # resumed on two ranks with more epochs (mid-interval: the growth signal is saved by rank 0), it
-    # trains on to the weights one process reaches in one go
-    one = resume_to_four_epochs_like_one_process(tmp_path, [*ARGS[:-1], "--storage", "compact", "--quiet"])
-    assert one["world_size"] == 1 and one["backend"] is None
+    # trains on to the weights two ranks reach in one go
+    resume_to_four_epochs_like_one_go(tmp_path, [*ARGS[:-1], "--storage", "compact", "--quiet"])
 
 
 @pytest.mark.filterwarnings("ignore::dslrec.errors.DslrecWarning")
@@ -148,7 +150,28 @@ def test_a_global_scope_compact_run_resumes_on_two_ranks(tmp_path):
     the ranks drifted apart until the mask check stopped the run)."""
     args = [*ARGS[:-1], "--storage", "compact", "--scope", "global", "--quiet"]
     torchrun([*args, "--epochs", "2", "--out", "run"], cwd=tmp_path)
-    resume_to_four_epochs_like_one_process(tmp_path, args)
+    resume_to_four_epochs_like_one_go(tmp_path, args)
+
+
+def test_the_multi_machine_form_trains_one_run(tmp_path):
+    """torchrun's form for several machines (``--nnodes 2 --node-rank R``, one launcher a machine), both
+    launchers on this one: one run directory, each rank sampling its half."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(SRC), DSLREC_DIST_TIMEOUT="120")
+    port = free_port()
+    launchers = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(node),
+         "--nproc-per-node", "1", "--master-addr", "127.0.0.1", "--master-port", str(port),
+         "-m", "dslrec", "train", *ARGS, "--epochs", "1", "--storage", "compact", "--out", "run"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for node in (0, 1)]
+    outs = [launcher.communicate(timeout=240) for launcher in launchers]
+    assert [launcher.returncode for launcher in launchers] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    assert "run written to" in outs[0][0] and "run written to" not in outs[1][0]  # rank 0 (node 0) prints
+    summary = json.loads((tmp_path / "run" / rundir.SUMMARY).read_text())
+    assert summary["world_size"] == 2 and summary["backend"] == "gloo"
+    (record,) = records(tmp_path / "run")
+    assert sum(record["examples_by_rank"]) == load("synthetic").train.nnz
+    assert min(record["examples_by_rank"]) > 0
 
 
 def test_a_refused_setting_is_one_line_per_rank_and_leaves_nothing(tmp_path):

@@ -308,3 +308,58 @@ def test_positives_finds_exactly_the_stored_pairs(n_rows, n_cols, stored, querie
     items = np.array([c % n_cols for _, c in queries], dtype=np.int64)
     got = sampling.Positives(m).contains(users, items)
     assert got.tolist() == [(u, i) in stored for u, i in zip(users.tolist(), items.tolist())]
+
+
+# --- data-parallel shares -------------------------------------------------------------------------
+
+def _pairs(batches_: list[dict], key: str) -> list[tuple[int, int]]:
+    return sorted(zip(np.concatenate([b["users"].numpy() for b in batches_]).tolist(),
+                      np.concatenate([b[key].numpy() for b in batches_]).tolist()))
+
+
+@pytest.mark.parametrize("world,batch", [(2, 50), (3, 64), (3, 2)])
+@pytest.mark.parametrize("kind,kw", [("pairwise", {}), ("pairwise", {"per_user": True}),
+                                     ("pointwise", {"n_neg": 2}), ("rows", {})])
+def test_each_rank_samples_its_own_share_of_every_global_batch(data, kind, kw, world, batch, small_chunks,
+                                                               monkeypatch):
+    full = list(epoch_batches(data, kind, batch, 7, **kw))  # one process: the global batches' sizes
+    calls = counted_negatives(monkeypatch)
+    ranks = [epoch_batches(data, kind, batch, 7, rank=r, world=world, **kw) for r in range(world)]
+    got = [list(b) for b in ranks]
+    weights = np.stack([b.weights() for b in ranks])
+    for j, whole in enumerate(full):  # every rank steps through every global batch
+        n = len(whole["users"])
+        sizes = [len(g[j]["users"]) for g in got]
+        trained = [s if w > 0 else 0 for s, w in zip(sizes, weights[:, j])]
+        assert sum(trained) == n and max(trained) - min(trained) <= 1  # disjoint shares, one at most apart
+        assert all(s == 1 for s, w in zip(sizes, weights[:, j]) if w == 0)  # a rank left out trains one row
+        assert weights[:, j].sum() == pytest.approx(world)  # the weighted shares average to the batch's mean
+        np.testing.assert_allclose(weights[:, j], [world * t / n for t in trained])
+    if kind != "rows":  # the ranks drew the negatives of their own rows only: the epoch's once in all,
+        # plus at most one for each stand-in row of a rank left out of a batch
+        epoch, stand_ins = (2 if kind == "pointwise" else 1) * data.train.nnz, int((weights == 0).sum())
+        assert epoch <= sum(calls) <= epoch + stand_ins
+        assert kind == "pointwise" or sum(calls) == epoch + stand_ins
+    kept = [[b for b, w in zip(g, weights[r]) if w > 0] for r, g in enumerate(got)]  # without stand-in rows
+    every = [b for g in kept for b in g]
+    if kind == "rows":  # every trained user once
+        users = np.concatenate([b["users"].numpy() for b in every])
+        assert sorted(users.tolist()) == sorted(data.trained_users().tolist())
+    elif kind == "pairwise" and not kw:  # every training pair once, each negative not a positive
+        train = data.train.tocoo()
+        assert _pairs(every, "pos") == sorted(zip(train.row.tolist(), train.col.tolist()))
+        for b in every:
+            assert not data.train[b["users"].numpy().copy(), b["neg"].numpy().copy()].any()
+    elif kind == "pointwise":  # every pair once as a positive, n_neg negatives per pair
+        pos = [{k: v[b["labels"] == 1] for k, v in b.items()} for b in every]
+        train = data.train.tocoo()
+        assert _pairs(pos, "items") == sorted(zip(train.row.tolist(), train.col.tolist()))
+        assert sum(int((b["labels"] == 0).sum()) for b in every) == 2 * data.train.nnz
+    # the ranks' draws differ (their own generators), and the same rank draws the same again
+    again = list(epoch_batches(data, kind, batch, 7, rank=0, world=world, **kw))
+    assert all(torch.equal(a[k], b[k]) for a, b in zip(again, got[0]) for k in a)
+
+
+def test_a_rank_outside_the_world_is_refused(data):
+    with pytest.raises(DslrecError, match="rank 2 is not in a world of 2"):
+        epoch_batches(data, "pairwise", 50, 0, rank=2, world=2)

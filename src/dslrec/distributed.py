@@ -20,6 +20,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -112,12 +113,16 @@ def teardown(wait: bool = False) -> None:
     _current = None
 
 
-def shard(n: int, rank: int, world: int) -> tuple[int, int]:
+def shard(n, rank: int, world: int) -> tuple:
     """(start, stop) of rank's contiguous share of ``n`` items; shares differ by at most one, the first
-    ``n % world`` ranks hold the larger ones (as ``numpy.array_split``)."""
-    base, extra = divmod(n, world)
-    start = rank * base + min(rank, extra)
-    return start, start + base + (rank < extra)
+    ``n % world`` ranks hold the larger ones (as ``numpy.array_split``). ``n`` may be an array of sizes
+    (one per global batch): then the starts and stops are arrays."""
+    base, extra = np.divmod(n, world)
+    start = rank * base + np.minimum(rank, extra)
+    stop = start + base + (rank < extra)
+    if np.ndim(n) == 0:
+        return int(start), int(stop)
+    return start, stop
 
 
 # --- collectives --------------------------------------------------------------------------------

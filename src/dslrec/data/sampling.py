@@ -16,6 +16,13 @@ epoch is cut, so a cut epoch's batches are the first batches of the full one.
 
 Everything takes a ``numpy.random.Generator`` (or an int seed) and is
 deterministic for a given seed.
+
+Data-parallel runs (``epoch_batches(..., rank=, world=)``): every rank draws
+the epoch's shuffle order from the shared seed, and samples only its own
+contiguous share of each global batch (``Share``): its negatives, its
+per-user draws and its in-chunk shuffles come from a generator of its own.
+The shares are disjoint and together cover the epoch once; one process
+(``world=1``) samples exactly as before.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import scipy.sparse as sp
 import torch
 
 from dslrec.data.dataset import Dataset
+from dslrec.distributed import shard
 from dslrec.errors import DslrecError
 
 KINDS = ("pairwise", "pointwise", "rows")
@@ -155,6 +163,50 @@ def _shuffled(rng: np.random.Generator, n: int) -> np.ndarray:
     return order
 
 
+@dataclass(frozen=True)
+class Share:
+    """One rank's part of every global batch of a data-parallel epoch: the contiguous share
+    ``distributed.shard`` gives it of each batch. ``rng`` draws what only this rank samples."""
+
+    rank: int
+    world: int
+    batch_size: int
+    rng: np.random.Generator
+
+    def bounds(self, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(start, stop) within each global batch of ``sizes`` rows. A rank left without rows (a batch
+        smaller than the world) takes the batch's first row, so that every rank steps together; its
+        loss weight (``weights``) is 0."""
+        start, stop = shard(np.asarray(sizes, dtype=np.int64), self.rank, self.world)
+        empty = stop == start
+        return np.where(empty, 0, start), np.where(empty, 1, stop)
+
+    def weights(self, sizes: np.ndarray) -> np.ndarray:
+        """Each batch's loss weight, ``world * rows / global rows``: the ranks' weighted mean losses
+        average to the global batch's mean loss."""
+        sizes = np.asarray(sizes, dtype=np.int64)
+        start, stop = shard(sizes, self.rank, self.world)
+        return self.world * (stop - start) / np.maximum(sizes, 1)
+
+    def batch_sizes(self, n: int) -> np.ndarray:
+        """The global batches' sizes in a chunk of ``n`` rows (the chunk starts at a batch)."""
+        full, rest = divmod(n, self.batch_size)
+        return np.array([self.batch_size] * full + ([rest] if rest else []), dtype=np.int64)
+
+    def counts(self, n: int) -> np.ndarray:
+        """Rows this rank samples of each global batch of a chunk of ``n`` rows."""
+        start, stop = self.bounds(self.batch_sizes(n))
+        return stop - start
+
+    def positions(self, n: int) -> np.ndarray:
+        """Positions (within a chunk of ``n`` rows) of this rank's rows, batch by batch."""
+        start, stop = self.bounds(self.batch_sizes(n))
+        counts = stop - start
+        first = np.arange(len(counts), dtype=np.int64) * self.batch_size + start
+        offsets = np.cumsum(counts) - counts
+        return np.repeat(first - offsets, counts) + np.arange(int(counts.sum()), dtype=np.int64)
+
+
 def _chunk_rows(chunk: int | None) -> int:
     chunk = CHUNK_ROWS if chunk is None else chunk
     if chunk < 1:
@@ -162,8 +214,14 @@ def _chunk_rows(chunk: int | None) -> int:
     return chunk
 
 
+def _share_of(share: Share | None, chunk: int) -> None:
+    if share is not None and chunk % share.batch_size:
+        raise DslrecError(f"a rank's share needs chunks of whole batches: chunk {chunk}, batch {share.batch_size}")
+
+
 def pairwise_chunks(
-    dataset: Dataset, rng: np.random.Generator, chunk: int | None = None, *, per_user: bool = False
+    dataset: Dataset, rng: np.random.Generator, chunk: int | None = None, *, per_user: bool = False,
+    share: Share | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
     """One epoch of BPR triples, ``chunk`` (default ``CHUNK_ROWS``) at a time: {"users", "pos", "neg"} int64 arrays.
 
@@ -171,8 +229,12 @@ def pairwise_chunks(
     permutation), with one uniform negative each, drawn when its chunk is made.
     ``per_user=True`` (LightGCN's original sampler): as many draws as interactions, each a
     uniform trained user, a uniform positive of that user and a negative.
+    ``share``: only that rank's rows of each global batch (``chunk`` a multiple of the batch);
+    the order comes from ``rng``, every other draw from ``share.rng``.
     """
     chunk = _chunk_rows(chunk)
+    _share_of(share, chunk)
+    draw = rng if share is None else share.rng
     m = dataset.train
     indptr = m.indptr  # int32 for most data: not widened, it is as long as the users
     positives = Positives(m)
@@ -183,40 +245,52 @@ def pairwise_chunks(
         n = int(deg[trained].sum())
         for start in range(0, n, chunk):
             size = min(chunk, n - start)
+            if share is not None:
+                size = int(share.counts(size).sum())
             # i.i.d. uniform users, sorted for fast lookups, shuffled back below
-            users = trained[np.sort(rng.integers(0, len(trained), size=size))]
-            pick = indptr[users] + (rng.random(size) * deg[users]).astype(np.int64)
-            yield _shuffle_rows(rng, {"users": users, "pos": m.indices[pick].astype(np.int64),
-                                      "neg": sample_negatives(positives, users, dataset.n_items, rng)})
+            users = trained[np.sort(draw.integers(0, len(trained), size=size))]
+            pick = indptr[users] + (draw.random(size) * deg[users]).astype(np.int64)
+            yield _shuffle_rows(draw, {"users": users, "pos": m.indices[pick].astype(np.int64),
+                                       "neg": sample_negatives(positives, users, dataset.n_items, draw)})
         return
     offsets, n = _trained_offsets(dataset)
     order = _shuffled(rng, n)
     for start in range(0, n, chunk):
+        part = order[start : start + chunk]
+        if share is not None:
+            part = part[share.positions(len(part))]
         # the chunk's pairs in CSR (user) order for fast lookups, then shuffled within the chunk:
         # with the epoch's shuffle, every order of the pairs stays equally likely
-        idx = np.sort(order[start : start + chunk]).astype(np.int64)
+        idx = np.sort(part).astype(np.int64)
         off = idx if offsets is None else offsets[idx]
         users = _row_of(indptr, off)
-        yield _shuffle_rows(rng, {"users": users, "pos": m.indices[off].astype(np.int64),
-                                  "neg": sample_negatives(positives, users, dataset.n_items, rng)})
+        yield _shuffle_rows(draw, {"users": users, "pos": m.indices[off].astype(np.int64),
+                                   "neg": sample_negatives(positives, users, dataset.n_items, draw)})
 
 
 def pointwise_chunks(
-    dataset: Dataset, rng: np.random.Generator, chunk: int | None = None, *, n_neg: int = 4
+    dataset: Dataset, rng: np.random.Generator, chunk: int | None = None, *, n_neg: int = 4,
+    share: Share | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
     """One epoch of NeuMF examples, ``chunk`` at a time: every training pair once as a positive
     and ``n_neg`` negatives per pair (uniform non-positive items of its user, drawn when their
-    chunk is made), in an order shuffled up front. {"users", "items"} int64, {"labels"} float32."""
+    chunk is made), in an order shuffled up front. {"users", "items"} int64, {"labels"} float32.
+    ``share``: as in ``pairwise_chunks``."""
     if n_neg < 0:
         raise DslrecError(f"n_neg must be >= 0, got {n_neg}; use e.g. 4 negatives per positive")
     chunk = _chunk_rows(chunk)
+    _share_of(share, chunk)
+    draw = rng if share is None else share.rng
     m = dataset.train
     indptr = m.indptr  # int32 for most data: not widened, it is as long as the users
     positives = Positives(m)
     offsets, n = _trained_offsets(dataset)
     order = _shuffled(rng, n * (1 + n_neg))  # rows < n are the positives, row n + j*n_neg + k pair j's k-th negative
     for start in range(0, len(order), chunk):
-        rows = order[start : start + chunk].astype(np.int64)
+        rows = order[start : start + chunk]
+        if share is not None:
+            rows = rows[share.positions(len(rows))]
+        rows = rows.astype(np.int64)
         positive = rows < n
         pair = np.where(positive, rows, (rows - n) // max(n_neg, 1))
         # in pair (user) order for fast lookups, shuffled back below; the low bit keeps the label
@@ -226,8 +300,8 @@ def pointwise_chunks(
         users = _row_of(indptr, off)
         items = m.indices[off].astype(np.int64)
         neg = ~positive
-        items[neg] = sample_negatives(positives, users[neg], dataset.n_items, rng)
-        yield _shuffle_rows(rng, {"users": users, "items": items, "labels": positive.astype(np.float32)})
+        items[neg] = sample_negatives(positives, users[neg], dataset.n_items, draw)
+        yield _shuffle_rows(draw, {"users": users, "items": items, "labels": positive.astype(np.float32)})
 
 
 def _concat(chunks: Iterator[dict[str, np.ndarray]], empty: dict[str, np.dtype]) -> dict[str, np.ndarray]:
@@ -347,13 +421,18 @@ def row_batches(
     batch_size: int,
     rng: np.random.Generator | int | None = None,
     device: str | torch.device = "cpu",
+    share: Share | None = None,
 ) -> Iterator[dict[str, torch.Tensor]]:
-    """{"users", "rows"} batches over the trained users in random order (for MultVAE)."""
+    """{"users", "rows"} batches over the trained users in random order (for MultVAE);
+    ``share``: only that rank's share of each batch."""
     if batch_size < 1:
         raise DslrecError(f"batch_size must be >= 1, got {batch_size}")
     users = as_rng(rng).permutation(dataset.trained_users())
     for start in range(0, len(users), batch_size):
         u = users[start : start + batch_size]
+        if share is not None:
+            (a,), (b,) = share.bounds([len(u)])
+            u = u[a:b]
         yield {
             "users": torch.from_numpy(u).to(device),
             "rows": dense_rows(dataset.train, u, device),
@@ -377,6 +456,9 @@ class EpochBatches:
     (moved to ``device`` once per block, then sliced), so iteration that stops early, or an
     epoch cut to ``max_batches``, samples only the blocks it reaches. Iterating again gives
     the same batches (the sampling seed is fixed when it is built).
+
+    With ``world`` > 1 each batch is rank ``rank``'s share of the global batch (``Share``), and
+    ``weights()`` gives each batch's loss weight.
     """
 
     dataset: Dataset
@@ -388,6 +470,21 @@ class EpochBatches:
     per_user: bool = False
     n_neg: int = 4
     max_batches: int | None = None
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def share(self) -> Share | None:
+        """This rank's share of the global batches (None on one process)."""
+        if self.world == 1:
+            return None
+        return Share(self.rank, self.world, self.batch_size, np.random.default_rng([self.seed, self.rank]))
+
+    def weights(self) -> np.ndarray:
+        """Each batch's loss weight: ``world * share rows / global rows`` (all 1.0 on one process)."""
+        if self.world == 1:
+            return np.ones(len(self))
+        return self.share.weights(self.share.batch_sizes(self.n))[: len(self)]
 
     @property
     def chunk_batches(self) -> int:
@@ -401,20 +498,24 @@ class EpochBatches:
         return itertools.islice(self._all(), len(self))
 
     def _all(self) -> Iterator[dict[str, torch.Tensor]]:
+        share = self.share
         if self.kind == "rows":
-            yield from row_batches(self.dataset, self.batch_size, self.seed, self.device)
+            yield from row_batches(self.dataset, self.batch_size, self.seed, self.device, share)
             return
         rng = np.random.default_rng(self.seed)
         chunk = self.chunk_batches * self.batch_size
         if self.kind == "pairwise":
-            chunks = pairwise_chunks(self.dataset, rng, chunk, per_user=self.per_user)
+            chunks = pairwise_chunks(self.dataset, rng, chunk, per_user=self.per_user, share=share)
         else:
-            chunks = pointwise_chunks(self.dataset, rng, chunk, n_neg=self.n_neg)
-        for arrays in chunks:
+            chunks = pointwise_chunks(self.dataset, rng, chunk, n_neg=self.n_neg, share=share)
+        for first, arrays in zip(range(0, self.n, chunk), chunks):
             tensors = _tensors(arrays, self.device)
-            size = len(arrays["users"])
-            for start in range(0, size, self.batch_size):
-                yield {name: t[start : start + self.batch_size] for name, t in tensors.items()}
+            if share is None:
+                ends = np.arange(self.batch_size, len(arrays["users"]) + self.batch_size, self.batch_size)
+            else:  # this rank's rows of each global batch in the chunk
+                ends = np.cumsum(share.counts(min(chunk, self.n - first)))
+            for start, stop in zip([0, *ends[:-1].tolist()], ends.tolist()):
+                yield {name: t[start:stop] for name, t in tensors.items()}
 
 
 def epoch_batches(
@@ -427,6 +528,8 @@ def epoch_batches(
     n_neg: int = 4,
     device: str | torch.device = "cpu",
     max_batches: int | None = None,
+    rank: int = 0,
+    world: int = 1,
 ) -> EpochBatches:
     """The training loop's entry: one epoch of batches of the backbone's sampling ``kind``.
 
@@ -435,7 +538,8 @@ def epoch_batches(
     ``rng``'s state (pass one Generator across epochs for fresh negatives): a
     seed for the epoch is drawn from it here, and the examples are sampled from
     that seed while iterating (see ``EpochBatches``). ``max_batches`` cuts the
-    epoch after that many batches (the first batches of the full epoch).
+    epoch after that many batches (the first batches of the full epoch). ``rank``/``world``: a
+    data-parallel run's rank samples only its share of each global batch (see ``EpochBatches``).
     """
     if batch_size < 1:
         raise DslrecError(f"batch_size must be >= 1, got {batch_size}")
@@ -452,4 +556,6 @@ def epoch_batches(
         # checks the room for negatives now, not at the first batch
         n = _trained_offsets(dataset)[1] * (1 + n_neg if kind == "pointwise" else 1)
     seed = int(rng.integers(0, 2**63 - 1))
-    return EpochBatches(dataset, kind, batch_size, n, seed, device, per_user, n_neg, max_batches)
+    if not 0 <= rank < world:
+        raise DslrecError(f"rank {rank} is not in a world of {world} processes")
+    return EpochBatches(dataset, kind, batch_size, n, seed, device, per_user, n_neg, max_batches, rank, world)

@@ -133,6 +133,7 @@ class Trainer:
         self.on_record = None  # called with each epoch's record once it is logged
         self.global_epoch = 0
         self.tensor_bytes: dict[str, int] = {}
+        self.examples_by_rank: list[int] = []
         # a distributed run (torchrun): every rank trains, rank 0 alone writes the run directory
         self.dist = distributed.current()
         self.writer = self.dist is None or self.dist.writer
@@ -220,6 +221,8 @@ class Trainer:
                 "lr": optimizer.param_groups[0]["lr"], "train_s": train_s, "steps": steps,
                 "active": self.budget.last_active,
             }
+            if parallel is not None:  # every rank samples and trains on its own share of each batch
+                record["examples_by_rank"] = self.examples_by_rank
             if engine is not None:
                 record["sparse"] = engine.epoch_record()
                 record["sparse"]["spread"] = self.spread(engine.shapes, engine.axis_counts)
@@ -285,15 +288,18 @@ class Trainer:
     def train_epoch(self, phase: int, epoch: int, optimizer, schedule, engine,
                     steps: int | None = None, parallel=None) -> tuple[float, int]:
         """One epoch of at most ``steps`` optimiser steps (a cut epoch samples only those batches);
-        returns (mean loss, steps taken). ``parallel`` (a distributed run's ``DataParallel``): every
-        rank draws the same global batches and trains on its share (see ``training/parallel.py``)."""
+        returns (mean loss, steps taken). ``parallel`` (a distributed run's ``DataParallel``): each
+        rank samples and trains on its own share of every global batch (see ``training/parallel.py``)."""
         cfg, model = self.cfg, self.model
         model.train()
         # one generator per (seed, phase, epoch): a resumed run samples exactly the same batches
         rng = np.random.default_rng([cfg.seed, phase, epoch])
+        ranks = {} if parallel is None else dict(rank=self.dist.rank, world=self.dist.world)
         batches = self.epoch_batches(self.dataset, model.sampling, cfg.batch_size, rng,
                                      per_user=cfg.per_user_sampling, n_neg=cfg.n_neg, device=self.device,
-                                     max_batches=steps)
+                                     max_batches=steps, **ranks)
+        weights = None if parallel is None else batches.weights().tolist()
+        examples = 0  # rows this rank trained on (a distributed run records every rank's)
         total = torch.zeros((), device=self.device)
         n = 0
         bar = progress_bar(batches, enabled=self.progress, total=steps or self.steps_per_epoch,
@@ -302,9 +308,9 @@ class Trainer:
             optimizer.zero_grad(set_to_none=True)
             if parallel is None:
                 loss = model.loss(batch)
-            else:
-                batch, weight = parallel.share(batch)
-                loss = parallel.loss(batch) * weight
+            else:  # this rank's share, weighted so that the ranks average to the global batch's mean loss
+                loss = parallel.loss(batch) * weights[n]
+                examples += len(batch["users"]) if weights[n] > 0 else 0
             loss.backward()
             if engine is not None:
                 engine.step()
@@ -322,6 +328,7 @@ class Trainer:
             engine.release_buffers()
         if parallel is not None:  # the global batches' mean loss (each rank's share weighted)
             total = distributed.all_sum_(self.dist, total.reshape(1)).reshape(()) / self.dist.world
+            self.examples_by_rank = [c for c, in distributed.all_gather_ints(self.dist, [examples])]
         mean = float(total.item() / max(n, 1))
         if not math.isfinite(mean):
             raise NonFiniteLoss(

@@ -1,12 +1,13 @@
-"""Data-parallel training (torchrun): each rank trains on its share of every global batch, and
-DistributedDataParallel averages the gradients.
+"""Data-parallel training (torchrun): each rank samples and trains on its share of every global batch,
+and DistributedDataParallel averages the gradients.
 
 The run keeps its single-process schedule: ``batch_size`` is the *global* batch, the steps per epoch,
-``delta_t`` and every schedule are those of one process, and every rank draws the same global batches
-(the same seeded stream) and keeps its own contiguous share of each. The shares are disjoint and
-together are the batch a single process would train on; a rank's loss is weighted by its share
-(``world * n_rank / n``), so the averaged gradient is the gradient of the global batch's mean loss
-even when the batch does not split evenly.
+``delta_t`` and every schedule are those of one process. Every rank draws the epoch's shuffle order
+from the shared seed and samples only its own contiguous share of each global batch, its negatives
+from a generator of its own (``data.sampling.Share``): the shares are disjoint and together cover the
+epoch once. A rank's loss is weighted by its share (``world * n_rank / n``, from the loop), so the
+averaged gradient is the gradient of the global batch's mean loss even when the batch does not split
+evenly.
 
 DDP wraps a small module whose ``forward`` is the backbone's ``loss`` (the loop trains through
 ``model.loss(batch)``, and DDP synchronises only calls through its own ``forward``). It reduces the
@@ -88,16 +89,6 @@ class DataParallel:
             return default_hooks.allreduce_hook(state, bucket)
 
         self.ddp.register_comm_hook(None, count_and_average)
-
-    def share(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], float]:
-        """This rank's contiguous share of a global batch and the weight of its loss
-        (``world * n_rank / n``). A rank left without rows (a batch smaller than the world) trains on
-        the batch's first row with weight 0, so that every rank still takes part in the reduction."""
-        n = len(next(iter(batch.values())))
-        start, stop = distributed.shard(n, self.group.rank, self.group.world)
-        if stop == start:
-            return {k: v[:1] for k, v in batch.items()}, 0.0
-        return {k: v[start:stop] for k, v in batch.items()}, self.group.world * (stop - start) / n
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.ddp(batch)
