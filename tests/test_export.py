@@ -104,6 +104,8 @@ def test_compact_top_lists_equal_the_trained_model_for_every_user(name, runs, sm
     ref = reference_scores(trained_model(runs[name], small), small)
     assert_same_top_lists(ref, got, K, tol=1e-6)
     assert np.array_equal(got.ids, small.item_ids[got.items])
+    if rec.items.raw is None:  # ids "0".."n-1" made on the fly: as wide as the longest, not 21 characters
+        assert got.ids.dtype == np.dtype(f"U{len(str(small.n_items - 1))}")
     # the stored weights are the active ones: zero where the mask says inactive
     compact = load(path)
     masks = rundir.load_weights(runs[name] / rundir.BEST_MASKS)

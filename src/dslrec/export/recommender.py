@@ -238,7 +238,10 @@ class _IdMap:
         """Raw ids of indices (any shape), as the dataset had them (str or int64)."""
         if self.raw is not None:
             return self.raw[indices]
-        return indices.astype(str) if self.entry["type"] == "str" else indices.astype(np.int64)
+        if self.entry["type"] != "str":
+            return indices.astype(np.int64)
+        # as wide as the longest id, not int64's 21 characters (the top-k ids of many users are large)
+        return indices.astype(f"U{len(str(max(self.n - 1, 0)))}")
 
     def all(self) -> np.ndarray:
         return self.ids_of(np.arange(self.n)) if self.raw is None else self.raw
