@@ -163,6 +163,12 @@ def _shuffled(rng: np.random.Generator, n: int) -> np.ndarray:
     return order
 
 
+def batch_sizes(n: int, batch_size: int) -> np.ndarray:
+    """The sizes of the batches of ``n`` rows: whole batches, then the rest."""
+    full, rest = divmod(n, batch_size)
+    return np.append(np.full(full, batch_size, dtype=np.int64), [rest] if rest else []).astype(np.int64)
+
+
 @dataclass(frozen=True)
 class Share:
     """One rank's part of every global batch of a data-parallel epoch: the contiguous share
@@ -188,19 +194,14 @@ class Share:
         start, stop = shard(sizes, self.rank, self.world)
         return self.world * (stop - start) / np.maximum(sizes, 1)
 
-    def batch_sizes(self, n: int) -> np.ndarray:
-        """The global batches' sizes in a chunk of ``n`` rows (the chunk starts at a batch)."""
-        full, rest = divmod(n, self.batch_size)
-        return np.array([self.batch_size] * full + ([rest] if rest else []), dtype=np.int64)
-
     def counts(self, n: int) -> np.ndarray:
-        """Rows this rank samples of each global batch of a chunk of ``n`` rows."""
-        start, stop = self.bounds(self.batch_sizes(n))
+        """Rows this rank samples of each global batch of a chunk of ``n`` rows (it starts at a batch)."""
+        start, stop = self.bounds(batch_sizes(n, self.batch_size))
         return stop - start
 
     def positions(self, n: int) -> np.ndarray:
         """Positions (within a chunk of ``n`` rows) of this rank's rows, batch by batch."""
-        start, stop = self.bounds(self.batch_sizes(n))
+        start, stop = self.bounds(batch_sizes(n, self.batch_size))
         counts = stop - start
         first = np.arange(len(counts), dtype=np.int64) * self.batch_size + start
         offsets = np.cumsum(counts) - counts
@@ -484,7 +485,7 @@ class EpochBatches:
         """Each batch's loss weight: ``world * share rows / global rows`` (all 1.0 on one process)."""
         if self.world == 1:
             return np.ones(len(self))
-        return self.share.weights(self.share.batch_sizes(self.n))[: len(self)]
+        return self.share.weights(batch_sizes(self.n, self.batch_size))[: len(self)]
 
     @property
     def chunk_batches(self) -> int:
@@ -510,10 +511,9 @@ class EpochBatches:
             chunks = pointwise_chunks(self.dataset, rng, chunk, n_neg=self.n_neg, share=share)
         for first, arrays in zip(range(0, self.n, chunk), chunks):
             tensors = _tensors(arrays, self.device)
-            if share is None:
-                ends = np.arange(self.batch_size, len(arrays["users"]) + self.batch_size, self.batch_size)
-            else:  # this rank's rows of each global batch in the chunk
-                ends = np.cumsum(share.counts(min(chunk, self.n - first)))
+            rows = min(chunk, self.n - first)  # the chunk's rows over all ranks
+            # the batches' rows: this rank's of each global batch with a share
+            ends = np.cumsum(batch_sizes(rows, self.batch_size) if share is None else share.counts(rows))
             for start, stop in zip([0, *ends[:-1].tolist()], ends.tolist()):
                 yield {name: t[start:stop] for name, t in tensors.items()}
 

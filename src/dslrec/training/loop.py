@@ -133,7 +133,6 @@ class Trainer:
         self.on_record = None  # called with each epoch's record once it is logged
         self.global_epoch = 0
         self.tensor_bytes: dict[str, int] = {}
-        self.examples_by_rank: list[int] = []
         # a distributed run (torchrun): every rank trains, rank 0 alone writes the run directory
         self.dist = distributed.current()
         self.writer = self.dist is None or self.dist.writer
@@ -212,7 +211,8 @@ class Trainer:
                 best_state, best_is_live = {k: v.clone() for k, v in best_state.items()}, False
             t0 = time.perf_counter()
             steps = min(self.steps_per_epoch, total_steps - epoch * self.steps_per_epoch)
-            loss, steps = self.train_epoch(index, epoch, optimizer, schedule, engine, steps, parallel)
+            loss, steps, examples_by_rank = self.train_epoch(index, epoch, optimizer, schedule, engine, steps,
+                                                             parallel)
             train_s = time.perf_counter() - t0
             self.budget.observe(model, engine, steps=steps)
             self.global_epoch += 1
@@ -222,7 +222,7 @@ class Trainer:
                 "active": self.budget.last_active,
             }
             if parallel is not None:  # every rank samples and trains on its own share of each batch
-                record["examples_by_rank"] = self.examples_by_rank
+                record["examples_by_rank"] = examples_by_rank
             if engine is not None:
                 record["sparse"] = engine.epoch_record()
                 record["sparse"]["spread"] = self.spread(engine.shapes, engine.axis_counts)
@@ -286,9 +286,9 @@ class Trainer:
         return best > first and (self.reference is None or best > self.reference)
 
     def train_epoch(self, phase: int, epoch: int, optimizer, schedule, engine,
-                    steps: int | None = None, parallel=None) -> tuple[float, int]:
+                    steps: int | None = None, parallel=None) -> tuple[float, int, list[int] | None]:
         """One epoch of at most ``steps`` optimiser steps (a cut epoch samples only those batches);
-        returns (mean loss, steps taken). ``parallel`` (a distributed run's ``DataParallel``): each
+        returns (mean loss, steps taken, examples each rank trained on: None on one process). ``parallel`` (a distributed run's ``DataParallel``): each
         rank samples and trains on its own share of every global batch (see ``training/parallel.py``)."""
         cfg, model = self.cfg, self.model
         model.train()
@@ -299,7 +299,7 @@ class Trainer:
                                      per_user=cfg.per_user_sampling, n_neg=cfg.n_neg, device=self.device,
                                      max_batches=steps, **ranks)
         weights = None if parallel is None else batches.weights().tolist()
-        examples = 0  # rows this rank trained on (a distributed run records every rank's)
+        examples, by_rank = 0, None  # rows this rank trained on (a distributed run records every rank's)
         total = torch.zeros((), device=self.device)
         n = 0
         bar = progress_bar(batches, enabled=self.progress, total=steps or self.steps_per_epoch,
@@ -328,13 +328,13 @@ class Trainer:
             engine.release_buffers()
         if parallel is not None:  # the global batches' mean loss (each rank's share weighted)
             total = distributed.all_sum_(self.dist, total.reshape(1)).reshape(()) / self.dist.world
-            self.examples_by_rank = [c for c, in distributed.all_gather_ints(self.dist, [examples])]
+            by_rank = [c for c, in distributed.all_gather_ints(self.dist, [examples])]
         mean = float(total.item() / max(n, 1))
         if not math.isfinite(mean):
             raise NonFiniteLoss(
                 f"the training loss became {mean} in epoch {self.global_epoch + 1}; the run stopped and "
                 f"its last good checkpoint is kept in {self.run_dir} (try a lower --lr or stronger --l2)")
-        return mean, n
+        return mean, n, by_rank
 
     def say(self, text: str) -> None:
         if self.progress:
