@@ -23,7 +23,7 @@ growth over the process after imports (torch alone is about 250 MB).
 On gowalla, recall@20 of ``recommend`` over every test user is computed for
 each file; the accuracy of int8 against float32 is judged on trained models:
 the accuracy grid's kept MF DSL runs at density 0.2 (``--accuracy-runs``,
-``scripts/sparse_accuracy.py`` writes them), each exported as float32, float16
+``scripts/readme_results.py`` writes them), each exported as float32, float16
 and int8 and ranked on its test split. Prints tables of ratios to the dense export;
 writes benchmarks/results/serving.json. Finished run directories under --work
 are reused (delete them to retrain).

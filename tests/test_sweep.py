@@ -26,6 +26,14 @@ eval_users: 300
 method: [dense, dsl, static]
 density: [0.5, 0.2]
 seed: [0, 1]
+tables:
+  - name: by-density
+    title: Validation recall as % of dense
+    rows: [method]
+    columns: [density]
+    values: [valid recall@20]
+    relative_to_dense: true
+    summary: [mean]
 """
 
 
@@ -104,9 +112,28 @@ def test_tiny_sweep_interrupted_resumed_table_and_report(tmp_path, monkeypatch):
     assert table.count("% of dense)") == 4 and "| synthetic | mf | dsl | 0.2 |" in table
     assert len(list(csv.DictReader((out / "runs.csv").open()))) == 10
 
+    # the file's own table: each run's validation recall over its dense reference (same seed), averaged
+    own = (out / "by-density.md").read_text()
+    assert "## Validation recall as % of dense" in table and own.split("\n\n")[0] in table
+    runs = [(r["labels"], json.loads((out / "runs" / r["folder"] / "summary.json").read_text())["valid"]["recall@20"])
+            for r in plan["runs"]]
+    dense = {labels["seed"]: v for labels, v in runs if labels["method"] == "dense"}
+
+    def rel(method: str, density: str) -> float:
+        return statistics.mean(v / dense[labels["seed"]] for labels, v in runs
+                               if labels["method"] == method and labels["density"] == density)
+
+    lines = {line.split(" | ")[0].strip("| "): line for line in own.splitlines()[2:] if line.startswith("|")}
+    assert own.splitlines()[0] == "| method | density1.0 | density0.5 | density0.2 | mean |"
+    assert lines["dense"] == "| dense | 100.0% | - | - | 100.0% |"  # dense ran once per seed, at density 1
+    for method in ("dsl", "static"):
+        cells = [rel(method, d) for d in ("density0.5", "density0.2")]
+        assert lines[method] == f"| {method} | - | {cells[0]:.1%} | {cells[1]:.1%} | {statistics.mean(cells):.1%} |"
+
     # the sweep's report and one sparse run's report: every figure a readable PNG
     report.write_report(out)
     text = (out / "report.md").read_text()
+    assert own.split("\n\n")[0] in text
     figures = sorted((out / "figures").glob("*.png"))
     assert len(figures) == 2
     for f in figures:
@@ -163,6 +190,16 @@ def test_frontier_keeps_the_points_nothing_beats():
     ("out: o\nmethod: [dsl, {scope: per_row}]\n", "needs a `label`"),
     ("out: o\nmethod: [dsl]\ndensity: [0.5, 2]\n", "density must be in (0, 1]"),
     ("- a\n- b\n", "must hold a mapping"),
+    ("out: o\nseed: [0]\ntables: {name: t}\n", "give a list of tables"),
+    ("out: o\nseed: [0]\ntables: [{name: t, rows: [model], values: [valid recall@20]}]\n",
+     "rows names 'model', which is not an axis"),
+    ("out: o\nseed: [0]\ntables: [{name: t, rows: [seed], values: [valid recal@20]}]\n", "unknown value"),
+    ("out: o\nseed: [0]\ntables: [{name: t, rows: [seed], values: [best_epoch], relative_to_dense: true}]\n",
+     "relative_to_dense needs metric values"),
+    ("out: o\nseed: [0]\ntables: [{name: t, rows: [seed], values: [test ndcg@10], sort: mean}]\n",
+     "sort names a summary column"),
+    ("out: o\nseed: [0]\ntables: [{name: results, rows: [seed], values: [test ndcg@10]}]\n", "needs a `name`"),
+    ("out: o\nseed: [0]\ntables: [{name: t, rows: [seed], value: [test ndcg@10]}]\n", "unknown key(s) value"),
 ])
 def test_bad_sweep_files_are_one_line_errors(capsys, tmp_path, monkeypatch, text, names):
     monkeypatch.chdir(tmp_path)
@@ -280,3 +317,95 @@ def test_sigterm_stops_a_parallel_sweep_and_its_runs(tmp_path):
              and Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]
     assert not alive, f"workers {alive} still train after the sweep stopped"
     assert not list((tmp_path / "sweep/runs").glob("*/summary.json"))  # stopped mid-run, resumable
+
+
+def fake_result(labels: dict, method: str, valid: float | None, also: list | None = None) -> sw.RunResult:
+    summary = {"method": method, "valid": {} if valid is None else {"recall@20": valid}, "test": {"recall@20": 0.1},
+               "popularity": {"test": {"recall@20": 0.05}}, "best_epoch": 3, "epochs_run": 7,
+               "time": {"train_s": 2.5}}
+    return sw.RunResult("-".join(labels.values()), labels, "f", summary, also or [])
+
+
+def test_pivot_tables_relative_to_the_dense_run_of_the_same_seed():
+    from dslrec.experiments.pivot import TableSpec, pivot
+
+    def labels(dt, method, seed):
+        return {"delta_t": f"delta_t{dt}", "method": method, "seed": f"seed{seed}"}
+
+    results = [  # dense ran once per seed (it never reads delta_t) and stands for both intervals
+        fake_result(labels(10, "dense", 0), "dense", 0.4, [labels(20, "dense", 0)]),
+        fake_result(labels(10, "dense", 1), "dense", 0.5, [labels(20, "dense", 1)]),
+        fake_result(labels(10, "dsl", 0), "dsl", 0.2), fake_result(labels(10, "dsl", 1), "dsl", 0.4),
+        fake_result(labels(20, "dsl", 0), "dsl", 0.3),  # its seed-1 twin has not finished
+        fake_result(labels(10, "row", 0), "dsl", 0.4), fake_result(labels(10, "row", 1), "dsl", 0.45),
+    ]
+    order = {"delta_t": ["delta_t10", "delta_t20"], "method": ["dense", "dsl", "row"], "seed": ["seed0", "seed1"]}
+    spec = TableSpec("t", rows=["delta_t"], columns=["method"], values=["valid recall@20"], relative_to_dense=True,
+                     summary=["mean", "worst"], sort="worst")
+    head, rows, caption = pivot(spec, results, order)
+    # dense is the reference, not a column; dsl at 10: 0.2/0.4 and 0.4/0.5; row: 0.4/0.4 and 0.45/0.5
+    assert head == ["delta_t", "dsl", "row", "mean", "worst"]  # one value: the title says what it is
+    assert rows == [["delta_t20", "75.0%", "-", "75.0%", "75.0%"], ["delta_t10", "65.0%", "95.0%", "80.0%", "65.0%"]]
+    assert "mean over the runs of the cell (1-2 each)" in caption and "rows by worst" in caption
+
+    # dense shows as a row of 100% when method is a row axis; absolute values and counts as they are
+    head, rows, _ = pivot(TableSpec("u", rows=["method"], values=["valid recall@20"], relative_to_dense=True),
+                          results, order)
+    assert rows == [["dense", "100.0%"], ["dsl", f"{(0.5 + 0.8 + 0.75) / 3:.1%}"], ["row", "95.0%"]]
+    head, rows, _ = pivot(TableSpec("v", rows=["method"], values=["popularity test recall@20", "best_epoch",
+                                                                    "train_s"]), results, order)
+    assert head == ["method", "popularity test recall@20", "best_epoch", "train_s"]
+    assert rows[0] == ["dense", "0.0500", "3", "2.5"]
+
+    # a run whose dense reference has not finished is left out, and the caption says so
+    _, rows, caption = pivot(spec, results[1:], order)
+    assert rows == [["delta_t10", "80.0%", "90.0%", "85.0%", "80.0%"]] and "3 run(s) left out" in caption
+
+
+def test_dense_on_an_interval_axis_trains_once_and_is_every_intervals_reference(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("out: o\nmodel: mf\ndensity: 0.5\ndelta_t: [10, 20]\nmethod: [dense, dsl, static]\nseed: [0, 1]\n")
+    runs = sw.read_sweep(path).runs
+    assert [(r.labels["method"], r.labels["delta_t"]) for r in runs if r.labels["seed"] == "seed0"] == [
+        ("dense", "delta_t10"), ("dsl", "delta_t10"), ("static", "delta_t10"), ("dsl", "delta_t20")]
+    dense = next(r for r in runs if r.labels["method"] == "dense" and r.labels["seed"] == "seed0")
+    assert dense.also == [{"delta_t": "delta_t20", "method": "dense", "seed": "seed0"}]
+    # in the results table, the dense group stands for both intervals and is each one's reference
+    results = [fake_result(r.labels, r.labels["method"], 0.3, r.also) for r in runs]
+    for r in results:
+        r.summary.update(config={"density": 0.5, "seed": 0}, dataset={"name": "d"}, model="mf", steps_run=1,
+                         params={"total": 10, "active": 5, "mean_active": 5, "peak_active": 5})
+        r.summary["time"]["epoch_s"] = 1.0
+    groups, _ = sw.groups_of(results)
+    by_key = {tuple(g.labels.values()): g for g in groups}
+    dense_group = by_key[("delta_t10", "dense")]
+    assert dense_group.shown("delta_t") == "all" and by_key[("delta_t20", "dsl")].shown("delta_t") == "delta_t20"
+    for key in (("delta_t10", "dsl"), ("delta_t20", "dsl"), ("delta_t10", "static")):
+        assert sw.reference_of(by_key[key], groups) is dense_group
+    head, rows = sw.table_rows(groups, "recall@20", "ndcg@20")
+    # static never reads delta_t either: one run per seed too
+    assert [(row[2], row[4]) for row in rows] == [("dense", "all"), ("dsl", "delta_t10"), ("static", "all"),
+                                                 ("dsl", "delta_t20")]
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "sweeps").glob("*.yaml")), ids=lambda p: p.stem)
+def test_checked_in_sweep_files_plan_and_their_tables_have_a_place_in_the_readme(path, monkeypatch):
+    """Every sweep file plans (its settings resolve), and every table it declares, or its main table when
+    the README shows that, has a marked block in the README that scripts/readme_results.py fills."""
+    import importlib.util
+
+    monkeypatch.chdir(REPO)
+    spec = importlib.util.spec_from_file_location("readme_results", REPO / "scripts" / "readme_results.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert path.stem in module.SWEEPS
+    sweep = sw.read_sweep(path.relative_to(REPO))
+    assert sweep.runs and sweep.out.is_relative_to(REPO / "benchmarks" / "results")
+    readme = (REPO / "README.md").read_text()
+    markers = [t.name for t in sweep.tables] + ([module.MAIN_TABLES[path.stem]] if path.stem in module.MAIN_TABLES else [])
+    assert markers, f"{path.name} feeds no README table"
+    for marker in markers:
+        assert f"<!-- {marker}:start -->" in readme and f"<!-- {marker}:end -->" in readme, marker

@@ -103,6 +103,8 @@ def sweep_report(folder: Path, out: Path) -> str:
               "dense count by the share of the run spent above the final budget (methods that train dense "
               "first); \"model KB\" is the compact float32 file's weights (`dslrec export`).", "",
               sw.markdown_table(head, rows), ""]
+    for spec, text in sw.own_tables(folder, results):
+        lines += [f"## {spec.title or spec.name}", "", text]
     contexts: dict[tuple, list[sw.Group]] = {}
     for g in groups:
         r0 = g.rows[0]

@@ -51,6 +51,9 @@ class PlannedRun:
     labels: dict[str, str]  # axis -> label of this run's value
     settings: dict[str, Any]  # what the sweep file sets
     config: dict[str, Any]  # the resolved settings, model options flattened (what matching compares)
+    # the labels of the other grid points that came out as this same run (dense at every density or
+    # every delta_t): it stands for them too, e.g. as the dense reference of each
+    also: list[dict[str, str]] = field(default_factory=list)
     folder: str = ""  # where its result is (OUT/runs/...): its own folder or a kept one that matches
     state: str = "new"  # new | resume | done
 
@@ -67,6 +70,7 @@ class Sweep:
     fixed: dict[str, Any]
     axes: list[tuple[str, list[Any]]]
     runs: list[PlannedRun] = field(default_factory=list)
+    tables: list = field(default_factory=list)  # pivot.TableSpec: the file's own tables
 
 
 # --- reading and expanding the file --------------------------------------------------------------
@@ -77,6 +81,7 @@ def read_sweep(path: str | Path) -> Sweep:
     path = Path(path)
     data = read_config_file(path)  # the settings' own reader: one-line errors, model_options flattened
     out = data.pop("out", None)
+    tables = data.pop("tables", None)
     if not isinstance(out, str) or not out.strip():
         raise DslrecError(f"sweep file {path} needs `out: FOLDER` (where the runs and the table go)")
     from dslrec.fileio import check_out_dir
@@ -99,7 +104,9 @@ def read_sweep(path: str | Path) -> Sweep:
                               f"(an axis): {key}: [{{label: NAME, ...}}]")
         else:
             fixed[key] = value
-    sweep = Sweep(path, out_dir, fixed, axes)
+    from dslrec.experiments.pivot import parse_tables
+
+    sweep = Sweep(path, out_dir, fixed, axes, tables=parse_tables(str(path), tables, [k for k, _ in axes]))
     sweep.runs = expand(sweep)
     return sweep
 
@@ -160,6 +167,8 @@ def expand(sweep: Sweep) -> list[PlannedRun]:
             raise DslrecError(f"sweep file {sweep.path}, run {description}: {e}") from None
         digest = settings_hash(config)
         if digest in runs:
+            if labels != runs[digest].labels and labels not in runs[digest].also:
+                runs[digest].also.append(labels)
             continue
         name = "__".join(list(labels.values()) + [digest]) if labels else digest
         runs[digest] = PlannedRun(name, labels, settings, config)
@@ -167,7 +176,10 @@ def expand(sweep: Sweep) -> list[PlannedRun]:
 
 
 def settings_hash(config: dict[str, Any]) -> str:
-    kept = {k: v for k, v in config.items() if k not in SESSION_KEYS}
+    """A run's identity: its settings but those that do not change what it trains (``SESSION_KEYS``,
+    and the interval for methods that never read it: dense on a delta_t axis is one run)."""
+    ignored = set(SESSION_KEYS) | (set() if config.get("method") in USE_DELTA_T else {"delta_t", "delta_t_epochs"})
+    kept = {k: v for k, v in config.items() if k not in ignored}
     return hashlib.sha1(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:6]
 
 
@@ -249,8 +261,9 @@ def locate(sweep: Sweep) -> None:
 
 def write_plan(sweep: Sweep) -> None:
     plan = {"source": str(sweep.path), "axes": [k for k, _ in sweep.axes], "fixed": sweep.fixed,
-            "runs": [{"name": r.name, "labels": r.labels, "settings": r.settings, "folder": r.folder}
-                     for r in sweep.runs]}
+            "tables": [t.to_dict() for t in sweep.tables],
+            "runs": [{"name": r.name, "labels": r.labels, "settings": r.settings, "folder": r.folder,
+                      **({"also": r.also} if r.also else {})} for r in sweep.runs]}
     rundir.write_json(sweep.out / PLAN, plan)
 
 
@@ -361,6 +374,7 @@ class RunResult:
     labels: dict[str, str]
     folder: str
     summary: dict
+    also: list[dict[str, str]] = field(default_factory=list)  # PlannedRun.also
 
 
 def read_plan(out: Path) -> dict:
@@ -377,7 +391,7 @@ def collect(out: str | Path) -> list[RunResult]:
     for r in read_plan(out)["runs"]:
         s = read_summary(out / RUNS / r["folder"])
         if s is not None:
-            results.append(RunResult(r["name"], r["labels"], r["folder"], s))
+            results.append(RunResult(r["name"], r["labels"], r["folder"], s, r.get("also", [])))
     return results
 
 
@@ -422,6 +436,13 @@ def run_row(r: RunResult, recall: str, ndcg: str) -> dict[str, Any]:
 class Group:
     labels: dict[str, str]
     rows: list[dict]
+    also: list[dict[str, str]] = field(default_factory=list)  # labels of the grid points it stands for too
+
+    def shown(self, axis: str) -> str:
+        """The group's label on ``axis``; "all" when it stands for several values of it (dense on a
+        delta_t axis)."""
+        values = {self.labels[axis]} | {a[axis] for a in self.also if axis in a}
+        return self.labels[axis] if len(values) == 1 else "all"
 
     def values(self, key: str) -> list[float]:
         return [r[key] for r in self.rows if r.get(key) is not None]
@@ -445,17 +466,27 @@ def groups_of(results: list[RunResult]) -> tuple[list[Group], tuple[str, str]]:
     for r in results:
         key = tuple(v for k, v in r.labels.items() if k != SEED_AXIS)
         labels = {k: v for k, v in r.labels.items() if k != SEED_AXIS}
-        groups.setdefault(key, Group(labels, [])).rows.append(run_row(r, recall, ndcg))
+        group = groups.setdefault(key, Group(labels, []))
+        group.rows.append(run_row(r, recall, ndcg))
+        for also in r.also:
+            also = {k: v for k, v in also.items() if k != SEED_AXIS}
+            if also != labels and also not in group.also:
+                group.also.append(also)
     return list(groups.values()), (recall, ndcg)
 
 
-def reference_of(group: Group, groups: list[Group]) -> Group | None:
-    """The dense group with the same labels on every axis but method and density."""
-    def context(g: Group) -> tuple:
-        return tuple((k, v) for k, v in g.labels.items() if k not in ("method", "density"))
+def context(labels: dict[str, str]) -> tuple:
+    """What a run is compared within: its labels on every axis but method and density (the seed
+    included when ``labels`` has one)."""
+    return tuple((k, v) for k, v in labels.items() if k not in ("method", "density"))
 
+
+def reference_of(group: Group, groups: list[Group]) -> Group | None:
+    """The dense group with the same labels on every axis but method and density (its own, or those
+    of a grid point it stands for)."""
     for g in groups:
-        if g.is_dense and context(g) == context(group) and (g.rows[0]["dataset_name"], g.rows[0]["model_name"]) == (
+        if g.is_dense and context(group.labels) in {context(a) for a in [g.labels, *g.also]} and (
+                g.rows[0]["dataset_name"], g.rows[0]["model_name"]) == (
                 group.rows[0]["dataset_name"], group.rows[0]["model_name"]):
             return g
     return None
@@ -493,7 +524,7 @@ def table_rows(groups: list[Group], recall: str, ndcg: str) -> tuple[list[str], 
             rel = f" ({g.mean(recall) / ref.mean(recall):.1%} of dense)"
         mean_active = g.mean("mean_active")
         rows.append([r0["dataset_name"], r0["model_name"], method_label(g), f"{r0['density_value']:g}"]
-                    + [g.labels[a] for a in extra]
+                    + [g.shown(a) for a in extra]
                     + [_pm(g.mean(recall), g.std(recall)) + rel, _pm(g.mean(ndcg), g.std(ndcg)),
                        f"{mean_active:,.0f} ({mean_active / r0['params_total']:.0%})",
                        f"{max(g.values('peak_active')):,}",
@@ -528,8 +559,11 @@ def write_tables(out: str | Path) -> str:
                         for g in groups)
     total_s = sum(r["train_s"] for g in groups for r in g.rows)
     text = (f"{table}\n\n{len(results)} runs (test metrics at the best validation epoch, mean ± standard deviation "
-            f"over seeds); their training times add up to {_duration(total_s)}.\n\nRun folders (under this "
-            f"sweep folder):\n\n{folders}\n")
+            f"over seeds); their training times add up to {_duration(total_s)}.\n\n")
+    for spec, own in own_tables(out, results):
+        rundir.write_text(out / f"{spec.name}.md", own)
+        text += f"## {spec.title or spec.name}\n\n{own}\n"
+    text += f"Run folders (under this sweep folder):\n\n{folders}\n"
     rundir.write_text(out / "results.md", text)
     numeric = [recall, ndcg, "mean_active", "peak_active", "train_macs_run_est", "inference_macs", "model_bytes",
                "train_s"]
@@ -537,7 +571,7 @@ def write_tables(out: str | Path) -> str:
     for g in groups:
         r0 = g.rows[0]
         rec: dict[str, Any] = {"dataset": r0["dataset_name"], "model": r0["model_name"], "method": method_label(g),
-                               "density": r0["density_value"], **{a: g.labels[a] for a in extra_axes(groups)}}
+                               "density": r0["density_value"], **{a: g.shown(a) for a in extra_axes(groups)}}
         for key in numeric:
             rec[f"{key}_mean"] = g.mean(key)
             rec[f"{key}_std"] = g.std(key)
@@ -548,6 +582,26 @@ def write_tables(out: str | Path) -> str:
     rundir.write_text(out / "results.csv", _csv(group_records))
     rundir.write_text(out / "runs.csv", _csv([r for g in groups for r in g.rows]))
     return table
+
+
+def own_tables(out: Path, results: list[RunResult]) -> list[tuple[Any, str]]:
+    """The sweep file's own tables (``tables:``, see ``pivot``) of the sweep in ``out``: (its
+    ``TableSpec``, the Markdown table and its caption) for each."""
+    from dslrec.experiments.pivot import TableSpec, pivot
+
+    plan = read_plan(out)
+    axis_order: dict[str, list[str]] = {}
+    for r in plan["runs"]:
+        for labels in [r["labels"], *r.get("also", [])]:
+            for axis, label in labels.items():
+                if label not in axis_order.setdefault(axis, []):
+                    axis_order[axis].append(label)
+    made = []
+    for raw in plan.get("tables", []):
+        spec = TableSpec(**raw)
+        head, rows, caption = pivot(spec, results, axis_order)
+        made.append((spec, f"{markdown_table(head, rows)}\n\n{caption}\n"))
+    return made
 
 
 def _csv(records: list[dict]) -> str:
