@@ -14,6 +14,8 @@ Every function taking a :class:`Group` is a *collective*: all ranks must call it
 
 from __future__ import annotations
 
+import gc
+
 import datetime
 import os
 import warnings
@@ -109,6 +111,10 @@ def teardown(wait: bool = False) -> None:
     if td.is_initialized():
         if wait:
             td.barrier()
+        # a DDP wrapper left in a reference cycle keeps the gloo group (and its worker threads) alive past
+        # destroy_process_group, until the interpreter's own teardown, where freeing it aborts the process
+        # now and then ("terminate called without an active exception"): free such cycles first
+        gc.collect()
         td.destroy_process_group()
     _current = None
 
