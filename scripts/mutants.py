@@ -234,6 +234,16 @@ MUTANTS = [
            (("        span |= words.numpy().view(np.uint64).reshape(-1)",
              "        span |= np.roll(words.numpy().view(np.uint64).reshape(-1), 1)"),),
            ("tests/test_sparse_properties.py",)),
+    # --- experiments: a sweep's tables ---------------------------------------------------------------
+    Mutant("relative_to_any_dense", "a relative table divides every run by the first dense run, whatever its seed",
+           "src/dslrec/experiments/pivot.py",
+           (("                ref = refs.get(context(labels))", "                ref = next(iter(refs.values()))"),),
+           ("tests/test_sweep.py",)),
+    Mutant("interval_ignored_for_dsl", "a sweep treats DSL runs at two intervals as the same run",
+           "src/dslrec/experiments/sweep.py",
+           (("(set() if config.get(\"method\") in USE_DELTA_T else {\"delta_t\", \"delta_t_epochs\"})",
+             "{\"delta_t\", \"delta_t_epochs\"}"),),
+           ("tests/test_sweep.py",)),
 ]
 
 

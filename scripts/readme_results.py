@@ -27,12 +27,21 @@ SWEEPS = ("sparse_accuracy", "sparse_accuracy_ml1m", "dsl_selection", "dsl_inter
 MAIN_TABLES = {"sparse_accuracy": "sparse-accuracy", "sparse_accuracy_ml1m": "sparse-accuracy-ml1m"}
 
 
+def block_pattern(marker: str) -> str:
+    return f"<!-- {re.escape(marker)}:start -->.*?<!-- {re.escape(marker)}:end -->"
+
+
 def replace_block(text: str, marker: str, table: str) -> str:
-    pattern = f"<!-- {marker}:start -->.*<!-- {marker}:end -->"
-    if not re.search(pattern, text, flags=re.S):
-        raise SystemExit(f"README.md has no <!-- {marker}:start --> ... <!-- {marker}:end --> block for this table")
     block = f"<!-- {marker}:start -->\n{table.strip()}\n<!-- {marker}:end -->"
-    return re.sub(pattern, lambda _: block, text, flags=re.S)
+    return re.sub(block_pattern(marker), lambda _: block, text, flags=re.S)
+
+
+def markers_of(name: str) -> list[str]:
+    """The README markers sweep file ``name`` fills (its main table's, its own tables')."""
+    from dslrec.experiments.sweep import read_sweep
+
+    own = [spec.name for spec in read_sweep(Path("sweeps") / f"{name}.yaml").tables]
+    return ([MAIN_TABLES[name]] if name in MAIN_TABLES else []) + own
 
 
 def main() -> int:
@@ -49,6 +58,11 @@ def main() -> int:
 
     readme = REPO / "README.md"
     text = readme.read_text()
+    if args.readme:  # before hours of training, not after: every table has its place
+        missing = [m for name in args.sweeps for m in markers_of(name) if not re.search(block_pattern(m), text, re.S)]
+        if missing:
+            raise SystemExit(f"README.md has no <!-- NAME:start --> ... <!-- NAME:end --> block for "
+                             f"{', '.join(missing)}; add one where the table belongs")
     for name in args.sweeps:
         sweep = run_sweep(Path("sweeps") / f"{name}.yaml", jobs=args.jobs)  # relative: the report names the commands
         print(f"report: {write_report(sweep.out.relative_to(REPO))}")
@@ -56,7 +70,10 @@ def main() -> int:
             main_table = "\n\n".join((sweep.out / "results.md").read_text().split("\n\n")[:2])  # table, caption
             text = replace_block(text, MAIN_TABLES[name], main_table)
         for spec in sweep.tables:
-            text = replace_block(text, spec.name, (sweep.out / f"{spec.name}.md").read_text())
+            table = sweep.out / f"{spec.name}.md"
+            if not table.is_file():  # no run of the sweep finished
+                raise SystemExit(f"{table} was not written: no run of sweeps/{name}.yaml has finished")
+            text = replace_block(text, spec.name, table.read_text())
     if args.readme:
         readme.write_text(text)
         print(f"tables written into {readme}")

@@ -200,6 +200,12 @@ def test_frontier_keeps_the_points_nothing_beats():
      "sort names a summary column"),
     ("out: o\nseed: [0]\ntables: [{name: results, rows: [seed], values: [test ndcg@10]}]\n", "needs a `name`"),
     ("out: o\nseed: [0]\ntables: [{name: t, rows: [seed], value: [test ndcg@10]}]\n", "unknown key(s) value"),
+    ("out: o\nseed: [0]\ntables: [{name: t, rows: [seed], values: [best_epoch], 1: 2}]\n", "unknown key(s) 1;"),
+    ("out: o\nseed: [0]\ntables: [{name: t, rows: [seed], values: [test ndcg@10]}]\n", "no run evaluates @10"),
+    ("out: o\nmethod: [dsl]\nseed: [0]\ntables: [{name: t, rows: [seed], values: [valid recall@20], "
+     "relative_to_dense: true}]\n", "the sweep has no dense run"),
+    ("out: o\nseed: [0]\ntables: [{name: t, rows: [seed], values: [epoch_s], summary: [worst]}]\n",
+     "worst and best summarise a metric"),
 ])
 def test_bad_sweep_files_are_one_line_errors(capsys, tmp_path, monkeypatch, text, names):
     monkeypatch.chdir(tmp_path)
@@ -347,11 +353,13 @@ def test_pivot_tables_relative_to_the_dense_run_of_the_same_seed():
     assert head == ["delta_t", "dsl", "row", "mean", "worst"]  # one value: the title says what it is
     assert rows == [["delta_t20", "75.0%", "-", "75.0%", "75.0%"], ["delta_t10", "65.0%", "95.0%", "80.0%", "65.0%"]]
     assert "mean over the runs of the cell (1-2 each)" in caption and "rows by worst" in caption
+    assert "counts at each" not in caption  # the dense stand-ins are references here, not cells
 
     # dense shows as a row of 100% when method is a row axis; absolute values and counts as they are
-    head, rows, _ = pivot(TableSpec("u", rows=["method"], values=["valid recall@20"], relative_to_dense=True),
-                          results, order)
+    head, rows, caption = pivot(TableSpec("u", rows=["method"], values=["valid recall@20"], relative_to_dense=True),
+                                results, order)
     assert rows == [["dense", "100.0%"], ["dsl", f"{(0.5 + 0.8 + 0.75) / 3:.1%}"], ["row", "95.0%"]]
+    assert "(2-4 each; a run that stands for several grid points counts at each)" in caption
     head, rows, _ = pivot(TableSpec("v", rows=["method"], values=["popularity test recall@20", "best_epoch",
                                                                     "train_s"]), results, order)
     assert head == ["method", "popularity test recall@20", "best_epoch", "train_s"]
@@ -359,7 +367,29 @@ def test_pivot_tables_relative_to_the_dense_run_of_the_same_seed():
 
     # a run whose dense reference has not finished is left out, and the caption says so
     _, rows, caption = pivot(spec, results[1:], order)
-    assert rows == [["delta_t10", "80.0%", "90.0%", "85.0%", "80.0%"]] and "3 run(s) left out" in caption
+    assert rows == [["delta_t10", "80.0%", "90.0%", "85.0%", "80.0%"]]
+    assert "3 value(s) left out: their dense reference has not finished" in caption
+    # ... and one whose dense reference has no usable value (0 or NaN) too, for its own reason
+    zero = fake_result(labels(10, "dense", 0), "dense", 0.0, [labels(20, "dense", 0)])
+    _, rows, caption = pivot(spec, [zero] + results[1:], order)
+    assert rows == [["delta_t10", "80.0%", "90.0%", "85.0%", "80.0%"]]
+    assert "3 value(s) left out: their dense reference's value is 0 or not a number" in caption
+    _, rows, caption = pivot(spec, results[2:], order)
+    assert rows == [] and caption.startswith("No finished run has these values") and ".." not in caption
+
+
+def test_a_table_the_file_no_longer_declares_loses_its_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    table = "  - {name: %s, rows: [seed], values: [valid recall@20]}\n"
+    path = tmp_path / "s.yaml"
+    path.write_text("out: o\nmodel: mf\nseed: [0]\ntables:\n" + table % "old" + table % "kept")
+    sweep = sw.read_sweep(path)
+    sw.write_plan(sweep)
+    for name in ("old", "kept", "notes"):
+        (sweep.out / f"{name}.md").write_text("a table")
+    path.write_text("out: o\nmodel: mf\nseed: [0]\ntables:\n" + table % "kept" + table % "new")
+    sw.write_plan(sw.read_sweep(path))
+    assert sorted(p.name for p in sweep.out.glob("*.md")) == ["kept.md", "notes.md"]
 
 
 def test_dense_on_an_interval_axis_trains_once_and_is_every_intervals_reference(tmp_path):
@@ -409,3 +439,65 @@ def test_checked_in_sweep_files_plan_and_their_tables_have_a_place_in_the_readme
     assert markers, f"{path.name} feeds no README table"
     for marker in markers:
         assert f"<!-- {marker}:start -->" in readme and f"<!-- {marker}:end -->" in readme, marker
+
+
+def fake_sweep(folder: Path, runs: list[tuple[dict, str, float, float]]) -> None:
+    """A sweep folder as `dslrec sweep` leaves it: plan.json and one summary.json per run
+    (labels, method, density, test recall[, the labels of the grid points it stands for too])."""
+    plan = {"source": "fake.yaml", "axes": list(runs[0][0]), "fixed": {}, "tables": [], "runs": []}
+    for i, (labels, method, density, recall, *also) in enumerate(runs):
+        name = f"run{i}"
+        plan["runs"].append({"name": name, "labels": labels, "settings": {}, "folder": name,
+                             "also": also[0] if also else []})
+        total = 1000
+        summary = {"method": method, "model": "mf", "dataset": {"name": "d"}, "config": {"density": density, "seed": 0},
+                   "valid": {"recall@20": recall}, "test": {"recall@20": recall, "ndcg@20": recall / 2},
+                   "best_epoch": 3, "epochs_run": 4, "time": {"train_s": 1.0, "epoch_s": 0.2},
+                   "params": {"total": total, "active": int(total * density), "mean_active": total * density,
+                              "peak_active": int(total * density)},
+                   "cost": {"macs": {"train_epoch": {"sparse": 1e6 * density, "dense": 1e6}},
+                            "parameters": {"compact_bytes_float32": 4000 * density}}}
+        (folder / "runs" / name).mkdir(parents=True)
+        (folder / "runs" / name / "summary.json").write_text(json.dumps(summary))
+    (folder / "plan.json").write_text(json.dumps(plan))
+
+
+def test_report_figures_follow_what_the_sweep_varies(tmp_path):
+    """x is a numeric axis (delta_t) when the sweep has one, the density when it varies, and a sweep at
+    one density gets a bar per method; a context with dense alone gets no figure."""
+    runs = [({"delta_t": f"delta_t{dt}", "method": m, "seed": "seed0"}, m if m == "dense" else "dsl",
+             1.0 if m == "dense" else 0.5, 0.3 + 0.001 * dt) for dt in (10, 20, 40) for m in ("dense", "dsl", "row")]
+    fake_sweep(tmp_path / "interval", runs)
+    report.write_report(tmp_path / "interval")
+    figures = sorted(p.name for p in (tmp_path / "interval" / "figures").glob("*.png"))
+    assert figures == ["accuracy-vs-delta-t_d_mf.png", "cost-frontier_d_mf.png"]
+    for name in figures:
+        assert_png(tmp_path / "interval" / "figures" / name)
+    assert "log scale" in (tmp_path / "interval" / "report.md").read_text()
+
+    # methods that never read the axis ran once and stand for every value of it: dense as the band,
+    # static as a flat line; an axis that holds 0 is drawn linear
+    def point(z, m):
+        return {"zeta0": f"zeta0{z}", "method": m, "seed": "seed0"}
+
+    runs = [(point(0, "dense"), "dense", 1.0, 0.3, [point(0.5, "dense"), point(1, "dense")]),
+            (point(0, "static"), "static", 0.5, 0.1, [point(0.5, "static"), point(1, "static")])]
+    runs += [(point(z, "dsl"), "dsl", 0.5, 0.25 + 0.01 * z) for z in (0, 0.5, 1)]
+    fake_sweep(tmp_path / "zeta", runs)
+    text = report.write_report(tmp_path / "zeta").read_text()
+    assert "figures/accuracy-vs-zeta0_d_mf.png" in text and "log scale" not in text.split("cost-frontier")[0]
+    assert "a method that never reads zeta0 ran once and is a flat dash-dotted line" in text
+    assert text.count("## mf on d") == 1  # the stand-ins are in the one context, not a context of their own
+    groups, _ = sw.groups_of(sw.collect(tmp_path / "zeta"))
+    assert not report._log_scale(groups, "zeta0") and report._x_values(groups, "zeta0") == [0.0, 0.5, 1.0]
+
+    runs = [({"model": "mf", "method": m, "seed": "seed0"}, "dense" if m == "dense" else "dsl",
+             1.0 if m == "dense" else 0.5, r) for m, r in (("dense", 0.3), ("a", 0.25), ("b", 0.28), ("c", 0.2))]
+    fake_sweep(tmp_path / "one", runs)
+    text = report.write_report(tmp_path / "one").read_text()
+    assert "figures/accuracy-by-method_d_mf.png" in text and "figures/cost-frontier_d_mf.png" in text
+    assert_png(tmp_path / "one" / "figures" / "accuracy-by-method_d_mf.png")
+
+    fake_sweep(tmp_path / "dense", [({"model": "mf", "seed": "seed0"}, "dense", 1.0, 0.3)])
+    report.write_report(tmp_path / "dense")
+    assert not (tmp_path / "dense" / "figures").exists()

@@ -19,6 +19,7 @@ is a row axis, and not at all otherwise (a summary over a row is then over the s
 
 from __future__ import annotations
 
+import math
 import re
 import statistics
 from dataclasses import asdict, dataclass, field
@@ -61,7 +62,7 @@ def parse_tables(source: str, raw: Any, axes: list[str]) -> list[TableSpec]:
     for i, t in enumerate(raw, 1):
         if not isinstance(t, dict):
             raise bad(f"table {i} is not a mapping (name: ..., rows: [...], values: [...])")
-        unknown = sorted(set(t) - set(KEYS))
+        unknown = sorted(map(str, set(t) - set(KEYS)))
         if unknown:
             raise bad(f"table {i} has unknown key(s) {', '.join(unknown)}; known: {', '.join(KEYS)}")
         name = t.get("name")
@@ -105,6 +106,10 @@ def parse_tables(source: str, raw: Any, axes: list[str]) -> list[TableSpec]:
             raise bad(f"table {name!r}: summary is a list of {', '.join(SUMMARIES)}, got {summary!r}")
         if summary and len(values) > 1:
             raise bad(f"table {name!r}: a summary column needs a table of one value, it has {len(values)}")
+        if {"worst", "best"} & set(summary) and not METRIC.match(values[0]):
+            # which end of a count is "worst" depends on the count: say mean, or sort the rows yourself
+            raise bad(f"table {name!r}: worst and best summarise a metric (higher is better), not {values[0]}; "
+                      "use summary: [mean]")
         sort = t.get("sort")
         if sort is not None and sort not in summary:
             raise bad(f"table {name!r}: sort names a summary column ({', '.join(summary) or 'none given'}), got {sort!r}")
@@ -113,6 +118,21 @@ def parse_tables(source: str, raw: Any, axes: list[str]) -> list[TableSpec]:
             raise bad(f"table {name!r}: title is text, got {title!r}")
         specs.append(TableSpec(name, rows, values, title, columns, relative, summary, sort))
     return specs
+
+
+def check_against_runs(source: str, specs: list[TableSpec], runs: list) -> None:
+    """One-line errors, before anything trains, for tables the planned runs (``sweep.PlannedRun``s)
+    could never fill: a cut-off no run evaluates, a relative table with no dense run."""
+    for spec in specs:
+        for v in spec.values:
+            m = METRIC.match(v)
+            if m and not any(int(m.group(4)) in r.config.get("ks", []) for r in runs):
+                raise DslrecError(f"sweep file {source}: tables: table {spec.name!r} shows {v}, but no run evaluates "
+                                  f"@{m.group(4)}; add it to the runs' cut-offs (ks: [[..., {m.group(4)}]]) or "
+                                  "show a cut-off they have")
+        if spec.relative_to_dense and not any(r.config.get("method") == "dense" for r in runs):
+            raise DslrecError(f"sweep file {source}: tables: table {spec.name!r} is relative_to_dense, but the sweep "
+                              "has no dense run; add dense to its method axis or drop relative_to_dense")
 
 
 def value_of(summary: dict, value: str) -> float | None:
@@ -131,6 +151,8 @@ def _format(v: float, relative: bool, value: str) -> str:
         return f"{v:.1%}"
     if METRIC.match(value):
         return f"{v:.4f}"
+    if abs(v) < 10:  # seconds per epoch, a best epoch averaged over seeds: three significant digits
+        return f"{v:.3g}"
     return f"{v:,.1f}".removesuffix(".0")
 
 
@@ -140,10 +162,14 @@ def pivot(spec: TableSpec, results: list, axis_order: dict[str, list[str]]) -> t
     from dslrec.experiments.sweep import context
 
     points = [(r, labels) for r in results for labels in [r.labels, *r.also]]
-    refs = {context(labels): r for r, labels in points if r.summary["method"] == "dense"}
+    refs: dict[tuple, Any] = {}
+    for r, labels in points:  # the first dense run of a context, as sweep.reference_of picks it
+        if r.summary["method"] == "dense":
+            refs.setdefault(context(labels), r)
     shows_dense = not spec.relative_to_dense or "method" in spec.rows
     cells: dict[tuple, list[float]] = {}
-    unmatched = 0
+    unmatched = unusable = 0
+    stood_in = False  # a run counted at a grid point it stands for, besides its own
     for r, labels in points:
         if r.summary["method"] == "dense" and not shows_dense:
             continue
@@ -155,13 +181,17 @@ def pivot(spec: TableSpec, results: list, axis_order: dict[str, list[str]]) -> t
             v = value_of(r.summary, value)
             if v is not None and spec.relative_to_dense:
                 ref = refs.get(context(labels))
-                base = value_of(ref.summary, value) if ref is not None else None
-                if not base:
+                if ref is None:
                     unmatched += 1
+                    continue
+                base = value_of(ref.summary, value)
+                if base is None or not math.isfinite(base) or base == 0:
+                    unusable += 1
                     continue
                 v /= base
             if v is not None:
                 cells.setdefault((row, col, value), []).append(v)
+                stood_in |= labels is not r.labels
 
     def order(keys: set[tuple], axes: list[str]) -> list[tuple]:
         def rank(key: tuple) -> tuple:
@@ -190,14 +220,20 @@ def pivot(spec: TableSpec, results: list, axis_order: dict[str, list[str]]) -> t
     if spec.sort:
         table.sort(key=lambda t: -t[1][spec.sort])
     counts = [len(v) for v in cells.values()]
-    what = ("each run's value as a percentage of its dense reference's (the same settings but method and density, "
-            "the same seed)" if spec.relative_to_dense else "the runs' values")
-    caption = (f"Cells: {what}, mean over the runs of the cell ({min(counts)}" +
-               (f"-{max(counts)}" if max(counts) != min(counts) else "") + " each)" if counts else "No finished run.")
-    if spec.summary:
+    what = ("each run's value as a percentage of its dense reference's (the dense run with the same labels on every "
+            "axis but method and density, the same seed included)" if spec.relative_to_dense else "the runs' values")
+    if counts:
+        spread = f"{min(counts)}" + (f"-{max(counts)}" if max(counts) != min(counts) else "")
+        stand_ins = "; a run that stands for several grid points counts at each" if stood_in else ""
+        caption = f"Cells: {what}, mean over the runs of the cell ({spread} each{stand_ins})"
+    else:
+        caption = "No finished run has these values"
+    if spec.summary and counts:
         caption += f"; {', '.join(spec.summary)}: over the cells of the row that have runs"
-    if spec.sort:
+    if spec.sort and counts:
         caption += f"; rows by {spec.sort}, highest first"
     if unmatched:
-        caption += f"; {unmatched} run(s) left out: their dense reference has not finished"
+        caption += f"; {unmatched} value(s) left out: their dense reference has not finished"
+    if unusable:
+        caption += f"; {unusable} value(s) left out: their dense reference's value is 0 or not a number"
     return head, [t[0] for t in table], caption + "."

@@ -105,34 +105,53 @@ def sweep_report(folder: Path, out: Path) -> str:
               sw.markdown_table(head, rows), ""]
     for spec, text in sw.own_tables(folder, results):
         lines += [f"## {spec.title or spec.name}", "", text]
+    x_axis = plot_axis(groups)
+    lined = x_axis != "density" and len({g.rows[0]["density_value"] for g in groups if not g.is_dense}) > 1
+    apart = ("method", "density", "model", "dataset", x_axis)
     contexts: dict[tuple, list[sw.Group]] = {}
-    for g in groups:
+    for g in groups:  # a group that stands for several grid points belongs to the context of each
         r0 = g.rows[0]
-        key = (r0["dataset_name"], r0["model_name"]) + tuple(
-            (k, v) for k, v in g.labels.items() if k not in ("method", "density", "model", "dataset"))
-        contexts.setdefault(key, []).append(g)
-    colours = _method_colours(groups)
+        keys = {(r0["dataset_name"], r0["model_name"]) + tuple((k, v) for k, v in labels.items() if k not in apart)
+                for labels in [g.labels, *g.also]}
+        for key in sorted(keys):
+            contexts.setdefault(key, []).append(g)
+    colours = _method_colours(groups, lined)
     for key, gs in contexts.items():
+        if all(g.is_dense for g in gs):
+            continue  # nothing to compare with dense: the tables say it all
         dataset, model = key[0], key[1]
         extra = ", ".join(f"{k} {v}" for k, v in key[2:])
         title = f"{model} on {dataset}" + (f" ({extra})" if extra else "")
         seeds = max(len(g.rows) for g in gs)
         lines += [f"## {title}", ""]
         suffix = [str(v) for _, v in key[2:]]
-        lines += figure(accuracy_figure(plt, gs, (recall, ndcg), colours, title, seeds), out,
-                        _slug("accuracy_vs_density", dataset, model, *suffix),
-                        f"test {recall} and {ndcg} against density, {title}",
-                        f"Test {pretty(recall)} (left) and {pretty(ndcg)} (right) against the density, the fraction "
-                        "of the sparsifiable weights kept active (log scale). One line per method, error bars: ± one "
-                        "standard deviation over seeds; the dashed line and grey band are dense training (mean ± "
-                        "std). Methods run at one density are single points.")
-        lines += figure(cost_figure(plt, gs, recall, colours, title), out,
+        if x_axis is None:
+            lines += figure(method_figure(plt, gs, (recall, ndcg), colours, title, seeds), out,
+                            _slug("accuracy_by_method", dataset, model, *suffix),
+                            f"test {recall} and {ndcg} by method, {title}",
+                            f"Test {pretty(recall)} (left) and {pretty(ndcg)} (right) of each method (one density: "
+                            f"{next(g for g in gs if not g.is_dense).rows[0]['density_value']:g}), highest first; "
+                            "error bars: ± one standard deviation "
+                            "over seeds; the dashed line and grey band are dense training (mean ± std).")
+        else:
+            what = "the density, the fraction of the sparsifiable weights kept active" if x_axis == "density" else x_axis
+            lines += figure(accuracy_figure(plt, gs, (recall, ndcg), colours, title, seeds, x_axis, lined), out,
+                            _slug(f"accuracy_vs_{x_axis}", dataset, model, *suffix),
+                            f"test {recall} and {ndcg} against {x_axis}, {title}",
+                            f"Test {pretty(recall)} (left) and {pretty(ndcg)} (right) against {what}"
+                            f"{' (log scale)' if _log_scale(gs, x_axis) else ''}. One line per method, error bars: ± "
+                            "one standard deviation over seeds; the dashed line and grey band are dense training (mean "
+                            "± std). Methods run at one value are single points" + (
+                                "; a method that never reads "
+                                f"{x_axis} ran once and is a flat dash-dotted line" if x_axis != "density" and any(
+                                    _stands_for_all(g, x_axis) for g in gs if not g.is_dense) else "") + ".")
+        lines += figure(cost_figure(plt, gs, recall, colours, title, x_axis or "density", lined), out,
                         _slug("cost_frontier", dataset, model, *suffix),
                         f"test {recall} against training cost and model size, {title}",
                         f"Test {pretty(recall)} against the training cost of the whole run (left: GMACs, estimated "
                         "as in the table) and the model's size (right: KB of the compact float32 weights), both on "
-                        "log scales. Each point is a method at one density (the small number; mean over seeds, "
-                        "± std); the dotted line joins the frontier: the points no other point beats on both "
+                        f"log scales. Each point is a method at one {x_axis or 'density'} (the small number; mean over "
+                        "seeds, ± std); the dotted line joins the frontier: the points no other point beats on both "
                         "accuracy and cost.")
     lines += ["Reproduce: `dslrec sweep --config " + str(plan.get("source", "SWEEP.yaml")) +
               "` (finished runs are kept and skipped), then `dslrec report " + str(folder) + "`.", ""]
@@ -157,56 +176,153 @@ def _plain_log_ticks(axis, values: list[float]) -> None:
     axis.set_minor_formatter(NullFormatter())
 
 
-def _method_colours(groups: list[sw.Group]) -> dict[str, tuple]:
+def numeric_label(axis: str, label: str) -> float | None:
+    """The number in a numeric axis value's label (``delta_t200`` -> 200), None for other labels."""
+    if not label.startswith(axis):
+        return None
+    try:
+        return float(label[len(axis):])
+    except ValueError:
+        return None
+
+
+def plot_axis(groups: list[sw.Group]) -> str | None:
+    """What the accuracy figures put on x: the first numeric axis of the sweep with two or more values
+    among the sparse runs (delta_t, delta_t_epochs, ...), else the density when the sparse runs have
+    two or more, else nothing (a bar per method)."""
+    sparse = [g for g in groups if not g.is_dense]
+    for axis in sw.extra_axes(groups):
+        values = {numeric_label(axis, g.labels[axis]) for g in sparse}
+        if None not in values and len(values) > 1:
+            return axis
+    return "density" if len({g.rows[0]["density_value"] for g in sparse}) > 1 else None
+
+
+def x_value(g: sw.Group, x_axis: str) -> float:
+    return g.rows[0]["density_value"] if x_axis == "density" else numeric_label(x_axis, g.labels[x_axis])
+
+
+def line_label(g: sw.Group, lined: bool) -> str:
+    """A group's line: its method, and its density when the figure's x is another axis."""
+    return sw.method_label(g) + (f" @{g.rows[0]['density_value']:g}" if lined else "")
+
+
+def _method_colours(groups: list[sw.Group], lined: bool = False) -> dict[str, tuple]:
     import matplotlib
 
     names = []
     for g in groups:
-        if not g.is_dense and sw.method_label(g) not in names:
-            names.append(sw.method_label(g))
+        if not g.is_dense and line_label(g, lined) not in names:
+            names.append(line_label(g, lined))
     cmap = matplotlib.colormaps["tab10" if len(names) <= 10 else "tab20"]
     return {n: (cmap(i % cmap.N), METHOD_STYLE_MARKERS[i % len(METHOD_STYLE_MARKERS)]) for i, n in enumerate(names)}
 
 
-def _density_axis(ax, densities: list[float]) -> None:
+def _stands_for_all(g: sw.Group, x_axis: str) -> bool:
+    """A sparse method that never reads ``x_axis`` (static on a delta_t axis) ran once for all its values."""
+    return x_axis != "density" and g.shown(x_axis) == "all"
+
+
+def _x_values(groups: list[sw.Group], x_axis: str) -> list[float]:
+    xs = [x_value(g, x_axis) for g in groups if not g.is_dense and not _stands_for_all(g, x_axis)]
+    if x_axis == "density":
+        xs.append(1.0 if any(g.is_dense for g in groups) else 0.5)
+    return xs
+
+
+def _log_scale(groups: list[sw.Group], x_axis: str) -> bool:
+    """A log x axis, unless some value is 0 or negative (an axis like zeta0 may hold 0)."""
+    return min(_x_values(groups, x_axis), default=1.0) > 0
+
+
+def _log_axis(ax, values: list[float], x_axis: str) -> None:
     from matplotlib.ticker import FixedLocator, NullLocator
 
-    ax.set_xscale("log")
-    ticks = sorted(set(densities))
+    log = min(values) > 0
+    ticks = sorted(set(values))
+    if log:
+        ax.set_xscale("log")
+        ax.set_xlim(min(ticks) / 1.25, max(ticks) * 1.25)
+    else:
+        pad = 0.08 * (max(ticks) - min(ticks) or 1.0)
+        ax.set_xlim(min(ticks) - pad, max(ticks) + pad)
     ax.xaxis.set_major_locator(FixedLocator(ticks))
     ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xticklabels([f"{d:g}" for d in ticks])
-    ax.set_xlim(min(ticks) / 1.25, max(ticks) * 1.25)
-    ax.set_xlabel("density (fraction of weights active, log scale)")
+    scale = ", log scale" if log else ""
+    ax.set_xlabel(f"density (fraction of weights active{scale})" if x_axis == "density" else
+                  f"{x_axis}{' (log scale)' if log else ''}")
 
 
-def accuracy_figure(plt, groups: list[sw.Group], metrics: tuple[str, str], colours: dict, title: str, seeds: int):
+def _legend(fig, axes, title: str) -> None:
+    """One legend for the figure, right of the panels: each label once (every panel draws the same)."""
+    seen: dict[str, Any] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(label, handle)
+    fig.legend(list(seen.values()), list(seen), loc="center left", bbox_to_anchor=(1.0, 0.5), title=title)
+
+
+def _dense_band(ax, dense: list[sw.Group], metric: str, vertical: bool = False) -> None:
+    for d in dense:
+        m, s = d.mean(metric), d.std(metric)
+        (ax.axvline if vertical else ax.axhline)(m, color="0.25", lw=1.5, ls="--", zorder=1)
+        (ax.axvspan if vertical else ax.axhspan)(m - s, m + s, color="0.6", alpha=0.3, zorder=0)
+    if dense:  # one legend entry however many references a context has
+        ax.plot([], [], color="0.25", ls="--", label="dense (band: ± std)")
+
+
+def accuracy_figure(plt, groups: list[sw.Group], metrics: tuple[str, str], colours: dict, title: str, seeds: int,
+                    x_axis: str = "density", lined: bool = False):
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
     dense = [g for g in groups if g.is_dense]
-    by_method: dict[str, list[sw.Group]] = {}
+    by_line: dict[str, list[sw.Group]] = {}
     for g in groups:
         if not g.is_dense:
-            by_method.setdefault(sw.method_label(g), []).append(g)
-    densities = [g.rows[0]["density_value"] for g in groups if not g.is_dense] + [1.0 if dense else 0.5]
+            by_line.setdefault(line_label(g, lined), []).append(g)
+    xs = _x_values(groups, x_axis)
     for ax, metric in zip(axes, metrics):
-        for d in dense:
-            m, s = d.mean(metric), d.std(metric)
-            ax.axhline(m, color="0.25", lw=1.5, ls="--", zorder=1)
-            ax.axhspan(m - s, m + s, color="0.6", alpha=0.3, zorder=0)
-            ax.plot([], [], color="0.25", ls="--", label="dense (band: ± std)")
-        for name, gs in by_method.items():
-            gs = sorted(gs, key=lambda g: g.rows[0]["density_value"])
-            x = [g.rows[0]["density_value"] for g in gs]
+        _dense_band(ax, dense, metric)
+        for name, gs in by_line.items():
             colour, marker = colours[name]
-            ax.errorbar(x, [g.mean(metric) for g in gs], yerr=[g.std(metric) for g in gs], color=colour,
-                        marker=marker, ms=5, lw=1.4 if len(gs) > 1 else 0, elinewidth=1, capsize=3, label=name,
-                        zorder=3)
-        _density_axis(ax, densities)
+            flat = [g for g in gs if _stands_for_all(g, x_axis)]
+            for g in flat:  # ran once for every value of x: a level, not a point
+                ax.axhline(g.mean(metric), color=colour, ls="-.", lw=1.3, zorder=2, label=name)
+            gs = sorted((g for g in gs if g not in flat), key=lambda g: x_value(g, x_axis))
+            if not gs:
+                continue
+            ax.errorbar([x_value(g, x_axis) for g in gs], [g.mean(metric) for g in gs],
+                        yerr=[g.std(metric) for g in gs], color=colour, marker=marker, ms=5,
+                        lw=1.4 if len(gs) > 1 else 0, elinewidth=1, capsize=3, label=name, zorder=3)
+        _log_axis(ax, xs, x_axis)
         ax.set_ylabel(f"test {pretty(metric)}")
-        ax.set_title(f"test {pretty(metric)} against density")
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), title="method")
-    fig.suptitle(f"{title}: test metrics at the best validation epoch (mean ± std over {seeds} seeds)")
+        ax.set_title(f"test {pretty(metric)} against {x_axis}")
+    _legend(fig, axes, "method @ density" if lined else "method")
+    fig.suptitle(f"{title}: test metrics at the best validation epoch (mean ± std over {seeds} seed{'s' if seeds != 1 else ''})")
+    fig.tight_layout()
+    return fig
+
+
+def method_figure(plt, groups: list[sw.Group], metrics: tuple[str, str], colours: dict, title: str, seeds: int):
+    """One horizontal bar per method (a sweep at one density), highest recall on top."""
+    sparse = sorted((g for g in groups if not g.is_dense), key=lambda g: g.mean(metrics[0]) or 0.0)
+    dense = [g for g in groups if g.is_dense]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 1.2 + 0.32 * len(sparse)), sharey=True)
+    for ax, metric in zip(axes, metrics):
+        _dense_band(ax, dense, metric, vertical=True)
+        means = [g.mean(metric) or 0.0 for g in sparse]
+        ax.barh(range(len(sparse)), means, xerr=[g.std(metric) for g in sparse], capsize=2,
+                color=[colours[line_label(g, False)][0] for g in sparse], zorder=2)
+        values = means + [d.mean(metric) or 0.0 for d in dense]
+        lo, hi = min(values), max(values)
+        ax.set_xlim(lo - 0.15 * (hi - lo + 1e-9), hi + 0.1 * (hi - lo + 1e-9))
+        ax.set_yticks(range(len(sparse)))
+        ax.set_yticklabels([sw.method_label(g) for g in sparse])
+        ax.set_xlabel(f"test {pretty(metric)}")
+        ax.set_title(f"test {pretty(metric)} by method")
+        if dense:
+            ax.legend(loc="lower right")
+    fig.suptitle(f"{title}: test metrics at the best validation epoch (mean ± std over {seeds} seed{'s' if seeds != 1 else ''})")
     fig.tight_layout()
     return fig
 
@@ -222,7 +338,8 @@ def frontier(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return out
 
 
-def cost_figure(plt, groups: list[sw.Group], metric: str, colours: dict, title: str):
+def cost_figure(plt, groups: list[sw.Group], metric: str, colours: dict, title: str, x_axis: str = "density",
+                lined: bool = False):
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
     costs = (("train_macs_run_est", 1e9, "training cost of the run (GMACs, estimated; log scale)"),
              ("model_bytes", 1e3, "model size (KB, compact float32 weights; log scale)"))
@@ -237,12 +354,13 @@ def cost_figure(plt, groups: list[sw.Group], metric: str, colours: dict, title: 
             if g.is_dense:
                 colour, marker, label = "0.2", "*", "dense"
             else:
-                colour, marker = colours[sw.method_label(g)]
-                label = sw.method_label(g)
+                label = line_label(g, lined)
+                colour, marker = colours[label]
             ax.errorbar([c], [a], yerr=[g.std(metric)], color=colour, marker=marker, ms=8 if g.is_dense else 5,
                         lw=0, elinewidth=1, capsize=2, label=label, zorder=3)
-            ax.annotate(f"{g.rows[0]['density_value']:g}", (c, a), textcoords="offset points", xytext=(4, 3),
-                        fontsize=7, color="0.35")
+            if not (g.is_dense and x_axis != "density") and not _stands_for_all(g, x_axis):  # ran for all values
+                ax.annotate(f"{x_value(g, x_axis):g}", (c, a), textcoords="offset points", xytext=(4, 3),
+                            fontsize=7, color="0.35")
         if points:
             f = frontier(points)
             ax.plot([p[0] for p in f], [p[1] for p in f], color="0.4", ls=":", lw=1.2, zorder=2, label="frontier")
@@ -251,14 +369,7 @@ def cost_figure(plt, groups: list[sw.Group], metric: str, colours: dict, title: 
         ax.set_xlabel(xlabel)
         ax.set_ylabel(f"test {pretty(metric)}")
         ax.set_title(f"test {pretty(metric)} against {'training cost' if key.startswith('train') else 'model size'}")
-    handles, labels = axes[0].get_legend_handles_labels()
-    seen, h2, l2 = set(), [], []
-    for h, lab in zip(handles, labels):
-        if lab not in seen:
-            seen.add(lab)
-            h2.append(h)
-            l2.append(lab)
-    fig.legend(h2, l2, loc="center left", bbox_to_anchor=(1.0, 0.5), title="method (numbers: density)")
+    _legend(fig, axes, f"{'method @ density' if lined else 'method'} (numbers: {x_axis})")
     fig.suptitle(f"{title}: accuracy against cost (mean over seeds; up and left is better)")
     fig.tight_layout()
     return fig

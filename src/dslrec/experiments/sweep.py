@@ -6,16 +6,17 @@ applied together, named by its ``label`` (default: its value for the axis key), 
 ``method: [dense, {label: dsl-row, method: dsl, scope: per_row}]``. Bundles override the plain
 axes and the fixed settings, so ``{label: gmp, method: gmp, density: 0.2}`` runs GMP at 0.2
 whatever the density axis says; ``method: dense`` always runs at density 1 (the reference, once
-per value of the other axes). Runs that come out with the same settings are trained once. A
-setting whose value is itself a list (ks, k_core, include, layers) is a one-value axis:
-``ks: [[10, 20]]``.
+per value of the other axes). Runs that come out with the same settings are trained once (the
+interval does not count for methods that never read it), and such a run stands for every grid point
+it covers (``also``). A setting whose value is itself a list (ks, k_core, include, layers) is a
+one-value axis: ``ks: [[10, 20]]``. ``tables:`` declares the file's own tables (``pivot``).
 
 Each run trains in ``OUT/runs/NAME``, NAME being its labels and a hash of its resolved settings.
 A run is skipped when some ``OUT/runs/*/summary.json`` records the same settings (see
 ``config_differences``: folders from older scripts count too), resumed when its folder holds a
 checkpoint without a summary, and trained otherwise. ``OUT/plan.json`` lists the runs and their
 folders; the table goes to ``OUT/results.md``, ``results.csv`` (one row per group of seeds) and
-``runs.csv`` (one row per run).
+``runs.csv`` (one row per run), each of the file's own tables to ``OUT/NAME.md`` (and results.md).
 """
 
 from __future__ import annotations
@@ -104,10 +105,11 @@ def read_sweep(path: str | Path) -> Sweep:
                               f"(an axis): {key}: [{{label: NAME, ...}}]")
         else:
             fixed[key] = value
-    from dslrec.experiments.pivot import parse_tables
+    from dslrec.experiments.pivot import check_against_runs, parse_tables
 
     sweep = Sweep(path, out_dir, fixed, axes, tables=parse_tables(str(path), tables, [k for k, _ in axes]))
     sweep.runs = expand(sweep)
+    check_against_runs(str(path), sweep.tables, sweep.runs)
     return sweep
 
 
@@ -264,7 +266,14 @@ def write_plan(sweep: Sweep) -> None:
             "tables": [t.to_dict() for t in sweep.tables],
             "runs": [{"name": r.name, "labels": r.labels, "settings": r.settings, "folder": r.folder,
                       **({"also": r.also} if r.also else {})} for r in sweep.runs]}
-    rundir.write_json(sweep.out / PLAN, plan)
+    path = sweep.out / PLAN
+    if path.is_file():  # a table the file no longer declares (renamed, dropped): its old file would mislead
+        names = {t.name for t in sweep.tables}
+        for old in json.loads(path.read_text()).get("tables", []):
+            name = str(old.get("name", ""))
+            if name and name not in names and Path(name).name == name:
+                (sweep.out / f"{name}.md").unlink(missing_ok=True)
+    rundir.write_json(path, plan)
 
 
 # --- running ---------------------------------------------------------------------------------------
@@ -560,10 +569,13 @@ def write_tables(out: str | Path) -> str:
     total_s = sum(r["train_s"] for g in groups for r in g.rows)
     text = (f"{table}\n\n{len(results)} runs (test metrics at the best validation epoch, mean ± standard deviation "
             f"over seeds); their training times add up to {_duration(total_s)}.\n\n")
-    for spec, own in own_tables(out, results):
-        rundir.write_text(out / f"{spec.name}.md", own)
-        text += f"## {spec.title or spec.name}\n\n{own}\n"
-    text += f"Run folders (under this sweep folder):\n\n{folders}\n"
+    own = own_tables(out, results)
+    for spec, table_text in own:
+        rundir.write_text(out / f"{spec.name}.md", table_text)
+        text += f"## {spec.title or spec.name}\n\n{table_text}\n"
+    # under a heading of its own when the file's tables came before, or it reads as the last table's
+    text += ("## Run folders\n\nUnder this sweep folder:" if own else "Run folders (under this sweep folder):")
+    text += f"\n\n{folders}\n"
     rundir.write_text(out / "results.md", text)
     numeric = [recall, ndcg, "mean_active", "peak_active", "train_macs_run_est", "inference_macs", "model_bytes",
                "train_s"]
