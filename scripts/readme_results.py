@@ -22,7 +22,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEPS = ("sparse_accuracy", "sparse_accuracy_ml1m", "dsl_selection", "dsl_interval", "defaults_learn",
-          "defaults_dsl", "defaults_interval", "dense_backbones")
+          "defaults_dsl", "defaults_interval", "dense_backbones", "configs_cpu")
 # README markers filled with a sweep's main table (the others are named after the sweep files' own tables)
 MAIN_TABLES = {"sparse_accuracy": "sparse-accuracy", "sparse_accuracy_ml1m": "sparse-accuracy-ml1m"}
 

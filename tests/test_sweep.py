@@ -201,6 +201,16 @@ def test_frontier_keeps_the_points_nothing_beats():
     ("out: o\nseed: [0]\ntables: [{name: results, rows: [seed], values: [test ndcg@10]}]\n", "needs a `name`"),
     ("out: o\nseed: [0]\ntables: [{name: t, rows: [seed], value: [test ndcg@10]}]\n", "unknown key(s) value"),
     ("out: o\nseed: [0]\ntables: [{name: t, rows: [seed], values: [best_epoch], 1: 2}]\n", "unknown key(s) 1;"),
+    ("out: o\nrun: [{label: a, config: nope.yaml}]\n", "config file nope.yaml does not exist"),
+    ("out: o\nrun: [{label: a, config: 3}]\n", "config names a run config file"),
+    ("out: o\nconfig: [a.yaml, b.yaml]\n", "a list of config files goes in bundles"),
+    ("out: o\nmethod: [dense, {label: n, method: dsl, model: neumf}]\ntables: [{name: t, rows: [method], "
+     "values: [test recall@20], relative_to_dense: true}]\n", "has no dense run of neumf on synthetic"),
+    ("out: o\nseed: [0]\ntables: [{name: t, rows: [seed], values: [test sampled_recall@20]}]\n", "unknown value"),
+    ("out: o\nseed: [0]\ntables: [{name: t, rows: [seed], values: [popularity test sampled_hitrate@20]}]\n",
+     "has no sampled metrics"),
+    ("out: o\nseed: [0]\ntables: [{name: t, rows: [seed], values: [test sampled_hitrate@20]}]\n",
+     "no run uses the sampled protocol"),
     ("out: o\nseed: [0]\ntables: [{name: t, rows: [seed], values: [test ndcg@10]}]\n", "no run evaluates @10"),
     ("out: o\nmethod: [dsl]\nseed: [0]\ntables: [{name: t, rows: [seed], values: [valid recall@20], "
      "relative_to_dense: true}]\n", "the sweep has no dense run"),
@@ -365,6 +375,16 @@ def test_pivot_tables_relative_to_the_dense_run_of_the_same_seed():
     assert head == ["method", "popularity test recall@20", "best_epoch", "train_s"]
     assert rows[0] == ["dense", "0.0500", "3", "2.5"]
 
+    # a run is only ever compared with dense of its own data and backbone
+    other = fake_result(labels(10, "row", 0), "dsl", 0.9)
+    for r in results + [other]:
+        r.summary.update(dataset={"name": "d"}, model="lightgcn" if r is other else "mf")
+    _, rows, _ = pivot(TableSpec("w", rows=["method"], values=["valid recall@20"], relative_to_dense=True),
+                       results + [other], order)
+    assert rows[-1] == ["row", "95.0%"]  # not (0.9 / 0.4 + ...): the lightgcn run has no dense reference
+    for r in results:
+        del r.summary["dataset"], r.summary["model"]
+
     # a run whose dense reference has not finished is left out, and the caption says so
     _, rows, caption = pivot(spec, results[1:], order)
     assert rows == [["delta_t10", "80.0%", "90.0%", "85.0%", "80.0%"]]
@@ -376,6 +396,36 @@ def test_pivot_tables_relative_to_the_dense_run_of_the_same_seed():
     assert "3 value(s) left out: their dense reference's value is 0 or not a number" in caption
     _, rows, caption = pivot(spec, results[2:], order)
     assert rows == [] and caption.startswith("No finished run has these values") and ".." not in caption
+
+
+def test_config_files_as_bundles_are_the_base_the_sweep_overrides(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "small.yaml").write_text("model: mf\nepochs: 3\nlr: 0.01\nseed: 5\n")
+    (tmp_path / "s.yaml").write_text("out: o\nlr: 0.02\nrun:\n  - {label: as-is, config: small.yaml}\n"
+                                     "  - {label: longer, config: small.yaml, epochs: 6}\n")
+    runs = sw.read_sweep(tmp_path / "s.yaml").runs
+    got = {r.labels["run"]: (r.config["model"], r.config["epochs"], r.config["lr"], r.config["seed"]) for r in runs}
+    # the file's settings, the sweep's fixed lr over the file's, the bundle's epochs over both
+    assert got == {"as-is": ("mf", 3, 0.02, 5), "longer": ("mf", 6, 0.02, 5)}
+    # a fixed config file is the base too, under a bundle's file and under a plain axis
+    (tmp_path / "base.yaml").write_text("epochs: 9\ndim: 16\n")
+    (tmp_path / "s.yaml").write_text("out: o\nconfig: base.yaml\nepochs: [4]\nrun: [{label: a, config: small.yaml}]\n")
+    (run,) = sw.read_sweep(tmp_path / "s.yaml").runs
+    assert (run.config["epochs"], run.config["dim"], run.config["lr"]) == (4, 16, 0.01)
+
+
+@pytest.mark.parametrize("config, names", [
+    ("model: mf\nconfig: other.yaml\n", "sets config, which a run config file does not have"),
+    ("model: mf\nout: elsewhere\n", "sets out, which a run config file does not have"),
+    ("model: mf\n1: 2\n", "1 is not a setting name"),
+    ("model: mf\nmodel_options: 3\n", "model_options must be a mapping"),
+])
+def test_bad_config_files_named_by_a_sweep_are_one_line_errors(capsys, tmp_path, monkeypatch, config, names):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c.yaml").write_text(config)
+    (tmp_path / "s.yaml").write_text("out: o\nrun: [{label: a, config: c.yaml}]\n")
+    err = one_line_error(capsys, ["sweep", "--config", str(tmp_path / "s.yaml")])
+    assert names in err and "c.yaml" in err
 
 
 def test_a_table_the_file_no_longer_declares_loses_its_file(tmp_path, monkeypatch):
@@ -410,6 +460,8 @@ def test_dense_on_an_interval_axis_trains_once_and_is_every_intervals_reference(
     by_key = {tuple(g.labels.values()): g for g in groups}
     dense_group = by_key[("delta_t10", "dense")]
     assert dense_group.shown("delta_t") == "all" and by_key[("delta_t20", "dsl")].shown("delta_t") == "delta_t20"
+    # standing for some of an axis's values is not "all"
+    assert dense_group.shown("delta_t", {"delta_t10", "delta_t20", "delta_t40"}) == "delta_t10, delta_t20"
     for key in (("delta_t10", "dsl"), ("delta_t20", "dsl"), ("delta_t10", "static")):
         assert sw.reference_of(by_key[key], groups) is dense_group
     head, rows = sw.table_rows(groups, "recall@20", "ndcg@20")
@@ -486,10 +538,10 @@ def test_report_figures_follow_what_the_sweep_varies(tmp_path):
     fake_sweep(tmp_path / "zeta", runs)
     text = report.write_report(tmp_path / "zeta").read_text()
     assert "figures/accuracy-vs-zeta0_d_mf.png" in text and "log scale" not in text.split("cost-frontier")[0]
-    assert "a method that never reads zeta0 ran once and is a flat dash-dotted line" in text
+    assert "a method that never reads zeta0 ran once and is a flat dash-dotted line across the values" in text
     assert text.count("## mf on d") == 1  # the stand-ins are in the one context, not a context of their own
     groups, _ = sw.groups_of(sw.collect(tmp_path / "zeta"))
-    assert not report._log_scale(groups, "zeta0") and report._x_values(groups, "zeta0") == [0.0, 0.5, 1.0]
+    assert not report._log_scale(groups, "zeta0") and sorted(set(report._x_values(groups, "zeta0"))) == [0.0, 0.5, 1.0]
 
     runs = [({"model": "mf", "method": m, "seed": "seed0"}, "dense" if m == "dense" else "dsl",
              1.0 if m == "dense" else 0.5, r) for m, r in (("dense", 0.3), ("a", 0.25), ("b", 0.28), ("c", 0.2))]

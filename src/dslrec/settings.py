@@ -112,9 +112,15 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise DslrecError(f"config file {path} must hold a mapping of settings (key: value)")
+    bad_keys = [k for k in data if not isinstance(k, str)]
+    if bad_keys:
+        raise DslrecError(f"config file {path}: {bad_keys[0]!r} is not a setting name; keys are names like lr or epochs")
     # A saved resolved config nests model options; flatten them back.
     data = dict(data)
-    data.update(data.pop("model_options", None) or {})
+    options = data.pop("model_options", None) or {}
+    if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
+        raise DslrecError(f"config file {path}: model_options must be a mapping of option: value, got {options!r}")
+    data.update(options)
     return data
 
 

@@ -28,7 +28,8 @@ from typing import Any
 from dslrec.errors import DslrecError
 
 # what a cell may show: a split's metric, the popularity reference's, or one of a run's counts
-METRIC = re.compile(r"^(popularity )?(valid|test) (recall|ndcg|precision|hitrate|mrr)@(\d+)$")
+METRIC = re.compile(r"^(?P<popularity>popularity )?(valid|test) "
+                    r"(?P<metric>sampled_(hitrate|ndcg|mrr)|recall|ndcg|precision|hitrate|mrr)@(?P<k>\d+)$")
 COUNTS = ("best_epoch", "epochs_run", "train_s", "epoch_s")
 SUMMARIES = ("mean", "worst", "best")
 KEYS = ("name", "title", "rows", "columns", "values", "relative_to_dense", "summary", "sort")
@@ -92,9 +93,14 @@ def parse_tables(source: str, raw: Any, axes: list[str]) -> list[TableSpec]:
         if not isinstance(values, list) or not values:
             raise bad(f"table {name!r}: `values` must list what a cell shows, e.g. [valid recall@20]")
         for v in values:
-            if not isinstance(v, str) or not (METRIC.match(v) or v in COUNTS):
+            m = METRIC.match(v) if isinstance(v, str) else None
+            if m and m["popularity"] and m["metric"].startswith("sampled_"):
+                raise bad(f"table {name!r}: {v!r}: the popularity reference is ranked in full, it has no sampled "
+                          "metrics")
+            if not isinstance(v, str) or not (m or v in COUNTS):
                 raise bad(f"table {name!r}: unknown value {v!r}; use '[popularity] valid|test METRIC@K' "
-                          f"(recall, ndcg, precision, hitrate, mrr) or one of {', '.join(COUNTS)}")
+                          f"(recall, ndcg, precision, hitrate, mrr; sampled_hitrate, sampled_ndcg, sampled_mrr for the "
+                          f"leave-one-out runs' sampled protocol) or one of {', '.join(COUNTS)}")
         relative = t.get("relative_to_dense", False)
         if not isinstance(relative, bool):
             raise bad(f"table {name!r}: relative_to_dense is true or false, got {relative!r}")
@@ -126,13 +132,22 @@ def check_against_runs(source: str, specs: list[TableSpec], runs: list) -> None:
     for spec in specs:
         for v in spec.values:
             m = METRIC.match(v)
-            if m and not any(int(m.group(4)) in r.config.get("ks", []) for r in runs):
+            if m and m["metric"].startswith("sampled_") and not any(r.config.get("split") == "loo" for r in runs):
+                raise DslrecError(f"sweep file {source}: tables: table {spec.name!r} shows {v}, but no run uses the "
+                                  "sampled protocol (split: loo); show a full-ranking metric")
+            if m and not any(int(m["k"]) in r.config.get("ks", []) for r in runs):
                 raise DslrecError(f"sweep file {source}: tables: table {spec.name!r} shows {v}, but no run evaluates "
-                                  f"@{m.group(4)}; add it to the runs' cut-offs (ks: [[..., {m.group(4)}]]) or "
+                                  f"@{m['k']}; add it to the runs' cut-offs (ks: [[..., {m['k']}]]) or "
                                   "show a cut-off they have")
-        if spec.relative_to_dense and not any(r.config.get("method") == "dense" for r in runs):
-            raise DslrecError(f"sweep file {source}: tables: table {spec.name!r} is relative_to_dense, but the sweep "
-                              "has no dense run; add dense to its method axis or drop relative_to_dense")
+        if spec.relative_to_dense:
+            pairs = {(r.config.get("model"), r.config.get("dataset")): r.config.get("method") for r in runs}
+            dense = {(r.config.get("model"), r.config.get("dataset")) for r in runs if r.config.get("method") == "dense"}
+            missing = sorted(set(pairs) - dense, key=str)
+            if missing:
+                model, dataset = missing[0]
+                raise DslrecError(f"sweep file {source}: tables: table {spec.name!r} is relative_to_dense, but the sweep "
+                                  f"has no dense run of {model} on {dataset}; add dense to its method axis or drop "
+                                  "relative_to_dense")
 
 
 def value_of(summary: dict, value: str) -> float | None:
@@ -140,7 +155,7 @@ def value_of(summary: dict, value: str) -> float | None:
     if value in COUNTS:
         v = summary["time"].get(value) if value.endswith("_s") else summary.get(value)
     else:
-        popular, split, metric = METRIC.match(value).group(1), value.split()[-2], value.split()[-1]
+        popular, split, metric = METRIC.match(value)["popularity"], value.split()[-2], value.split()[-1]
         source = summary.get("popularity", {}) if popular else summary
         v = (source.get(split) or {}).get(metric)
     return None if v is None else float(v)
@@ -162,10 +177,13 @@ def pivot(spec: TableSpec, results: list, axis_order: dict[str, list[str]]) -> t
     from dslrec.experiments.sweep import context
 
     points = [(r, labels) for r in results for labels in [r.labels, *r.also]]
+    def scope(r, labels: dict[str, str]) -> tuple:  # the same data and backbone, the same labels but method/density
+        return (r.summary.get("dataset") or {}).get("name"), r.summary.get("model"), context(labels)
+
     refs: dict[tuple, Any] = {}
-    for r, labels in points:  # the first dense run of a context, as sweep.reference_of picks it
+    for r, labels in points:  # the first dense run of a scope, as sweep.reference_of picks it
         if r.summary["method"] == "dense":
-            refs.setdefault(context(labels), r)
+            refs.setdefault(scope(r, labels), r)
     shows_dense = not spec.relative_to_dense or "method" in spec.rows
     cells: dict[tuple, list[float]] = {}
     unmatched = unusable = 0
@@ -180,7 +198,7 @@ def pivot(spec: TableSpec, results: list, axis_order: dict[str, list[str]]) -> t
         for value in spec.values:
             v = value_of(r.summary, value)
             if v is not None and spec.relative_to_dense:
-                ref = refs.get(context(labels))
+                ref = refs.get(scope(r, labels))
                 if ref is None:
                     unmatched += 1
                     continue

@@ -143,7 +143,7 @@ def sweep_report(folder: Path, out: Path) -> str:
                             "one standard deviation over seeds; the dashed line and grey band are dense training (mean "
                             "± std). Methods run at one value are single points" + (
                                 "; a method that never reads "
-                                f"{x_axis} ran once and is a flat dash-dotted line" if x_axis != "density" and any(
+                                f"{x_axis} ran once and is a flat dash-dotted line across the values it stands for" if x_axis != "density" and any(
                                     _stands_for_all(g, x_axis) for g in gs if not g.is_dense) else "") + ".")
         lines += figure(cost_figure(plt, gs, recall, colours, title, x_axis or "density", lined), out,
                         _slug("cost_frontier", dataset, model, *suffix),
@@ -219,12 +219,14 @@ def _method_colours(groups: list[sw.Group], lined: bool = False) -> dict[str, tu
 
 
 def _stands_for_all(g: sw.Group, x_axis: str) -> bool:
-    """A sparse method that never reads ``x_axis`` (static on a delta_t axis) ran once for all its values."""
-    return x_axis != "density" and g.shown(x_axis) == "all"
+    """A sparse method that never reads ``x_axis`` (static on a delta_t axis) ran once for several of
+    its values: a level across the figure rather than a point."""
+    return x_axis != "density" and len(g.covers(x_axis)) > 1
 
 
 def _x_values(groups: list[sw.Group], x_axis: str) -> list[float]:
-    xs = [x_value(g, x_axis) for g in groups if not g.is_dense and not _stands_for_all(g, x_axis)]
+    xs = [x for g in groups if not g.is_dense for x in (
+        [numeric_label(x_axis, v) for v in g.covers(x_axis)] if _stands_for_all(g, x_axis) else [x_value(g, x_axis)])]
     if x_axis == "density":
         xs.append(1.0 if any(g.is_dense for g in groups) else 0.5)
     return xs
@@ -286,8 +288,10 @@ def accuracy_figure(plt, groups: list[sw.Group], metrics: tuple[str, str], colou
         for name, gs in by_line.items():
             colour, marker = colours[name]
             flat = [g for g in gs if _stands_for_all(g, x_axis)]
-            for g in flat:  # ran once for every value of x: a level, not a point
-                ax.axhline(g.mean(metric), color=colour, ls="-.", lw=1.3, zorder=2, label=name)
+            for g in flat:  # ran once for the values of x it covers: a level across them, not a point
+                covered = [numeric_label(x_axis, v) for v in g.covers(x_axis)]
+                ax.hlines(g.mean(metric), min(covered), max(covered), color=colour, ls="-.", lw=1.3, zorder=2,
+                          label=name)
             gs = sorted((g for g in gs if g not in flat), key=lambda g: x_value(g, x_axis))
             if not gs:
                 continue

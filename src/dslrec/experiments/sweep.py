@@ -6,7 +6,9 @@ applied together, named by its ``label`` (default: its value for the axis key), 
 ``method: [dense, {label: dsl-row, method: dsl, scope: per_row}]``. Bundles override the plain
 axes and the fixed settings, so ``{label: gmp, method: gmp, density: 0.2}`` runs GMP at 0.2
 whatever the density axis says; ``method: dense`` always runs at density 1 (the reference, once
-per value of the other axes). Runs that come out with the same settings are trained once (the
+per value of the other axes). ``config: FILE``, fixed or in a bundle, reads a run config file as
+the base the other settings override (``run: [{label: gowalla, config: configs/cpu/lightgcn-gowalla.yaml}]``).
+Runs that come out with the same settings are trained once (the
 interval does not count for methods that never read it), and such a run stands for every grid point
 it covers (``also``). A setting whose value is itself a list (ks, k_core, include, layers) is a
 one-value axis: ``ks: [[10, 20]]``. ``tables:`` declares the file's own tables (``pivot``).
@@ -93,6 +95,9 @@ def read_sweep(path: str | Path) -> Sweep:
     check_out_dir(out_dir, f"sweep file {path}: out")
     fixed, axes = {}, []
     for key, value in data.items():
+        if key == "config" and isinstance(value, list) and not all(isinstance(v, dict) for v in value):
+            raise DslrecError(f"sweep file {path}: a list of config files goes in bundles, one per file: "
+                              f"run: [{{label: NAME, config: FILE}}, ...]")
         if isinstance(value, list):
             if not value:
                 raise DslrecError(f"sweep file {path}: axis {key!r} is an empty list; give it at least one value "
@@ -145,15 +150,18 @@ def expand(sweep: Sweep) -> list[PlannedRun]:
     runs: dict[str, PlannedRun] = {}
     names = [k for k, _ in sweep.axes]
     for combo in itertools.product(*(values for _, values in sweep.axes)):
-        settings = dict(sweep.fixed)
-        bundles = []
+        bundles = [value for value in combo if isinstance(value, dict)]
+        # a config file (fixed or a bundle's) is the base, as with `dslrec train --config FILE --key value`
+        settings = {}
+        for source in [sweep.fixed, *bundles]:
+            if "config" in source:
+                settings.update(_config_file(sweep.path, source["config"]))
+        settings.update({k: v for k, v in sweep.fixed.items() if k != "config"})
         for axis, value in zip(names, combo):
-            if isinstance(value, dict):
-                bundles.append(value)
-            else:
+            if not isinstance(value, dict):
                 settings[axis] = value
         for b in bundles:
-            settings.update({k: v for k, v in b.items() if k != "label"})
+            settings.update({k: v for k, v in b.items() if k not in ("label", "config")})
         if settings.get("method", RunConfig.method) == "dense" and "density" in settings:
             settings["density"] = 1.0  # the dense reference: one run, whatever the density axis says
         labels = {}
@@ -175,6 +183,21 @@ def expand(sweep: Sweep) -> list[PlannedRun]:
         name = "__".join(list(labels.values()) + [digest]) if labels else digest
         runs[digest] = PlannedRun(name, labels, settings, config)
     return list(runs.values())
+
+
+def _config_file(sweep_path: Path, path: Any) -> dict[str, Any]:
+    """A run config file named in a sweep file (relative to the working directory, like --config)."""
+    if not isinstance(path, str) or not path:
+        raise DslrecError(f"sweep file {sweep_path}: config names a run config file (YAML or JSON), got {path!r}")
+    try:
+        data = read_config_file(path)
+    except DslrecError as e:
+        raise DslrecError(f"sweep file {sweep_path}: {e}") from None
+    misplaced = [k for k in ("config", "out", "tables", "label") if k in data]
+    if misplaced:  # sweep-file keys: in a run config file they would be lost or misread
+        raise DslrecError(f"sweep file {sweep_path}: config file {path} sets {', '.join(misplaced)}, which a run "
+                          "config file does not have; move it into the sweep file (or the config it names)")
+    return data
 
 
 def settings_hash(config: dict[str, Any]) -> str:
@@ -447,11 +470,19 @@ class Group:
     rows: list[dict]
     also: list[dict[str, str]] = field(default_factory=list)  # labels of the grid points it stands for too
 
-    def shown(self, axis: str) -> str:
-        """The group's label on ``axis``; "all" when it stands for several values of it (dense on a
-        delta_t axis)."""
-        values = {self.labels[axis]} | {a[axis] for a in self.also if axis in a}
-        return self.labels[axis] if len(values) == 1 else "all"
+    def covers(self, axis: str) -> list[str]:
+        """The labels on ``axis`` of every grid point the group stands for, its own first."""
+        out = [self.labels[axis]]
+        out += [a[axis] for a in self.also if axis in a and a[axis] not in out]
+        return out
+
+    def shown(self, axis: str, every: set[str] | None = None) -> str:
+        """The group's label on ``axis``; "all" when it stands for every value of it (``every``: the
+        axis's values in the sweep; dense on a delta_t axis), else the values it stands for."""
+        covered = self.covers(axis)
+        if len(covered) == 1:
+            return covered[0]
+        return "all" if every is None or set(covered) >= every else ", ".join(covered)
 
     def values(self, key: str) -> list[float]:
         return [r[key] for r in self.rows if r.get(key) is not None]
@@ -519,8 +550,14 @@ def _count(v: float | None, unit: float = 1.0, fmt: str = ",.0f") -> str:
     return "-" if v is None else format(v / unit, fmt)
 
 
+def axis_values(groups: list[Group], axis: str) -> set[str]:
+    """Every label of ``axis`` among ``groups``, the grid points they stand for included."""
+    return {v for g in groups for v in g.covers(axis)}
+
+
 def table_rows(groups: list[Group], recall: str, ndcg: str) -> tuple[list[str], list[list[str]]]:
     extra = extra_axes(groups)
+    every = {a: axis_values(groups, a) for a in extra}
     head = (["data", "backbone", "method", "density"] + extra +
             [f"test {recall}", f"test {ndcg}", "mean active (of total)", "peak active", "train GMACs (run, est.)",
              "inference GMACs", "model KB", "train s (mean)", "seeds"])
@@ -533,7 +570,7 @@ def table_rows(groups: list[Group], recall: str, ndcg: str) -> tuple[list[str], 
             rel = f" ({g.mean(recall) / ref.mean(recall):.1%} of dense)"
         mean_active = g.mean("mean_active")
         rows.append([r0["dataset_name"], r0["model_name"], method_label(g), f"{r0['density_value']:g}"]
-                    + [g.shown(a) for a in extra]
+                    + [g.shown(a, every[a]) for a in extra]
                     + [_pm(g.mean(recall), g.std(recall)) + rel, _pm(g.mean(ndcg), g.std(ndcg)),
                        f"{mean_active:,.0f} ({mean_active / r0['params_total']:.0%})",
                        f"{max(g.values('peak_active')):,}",
@@ -583,7 +620,7 @@ def write_tables(out: str | Path) -> str:
     for g in groups:
         r0 = g.rows[0]
         rec: dict[str, Any] = {"dataset": r0["dataset_name"], "model": r0["model_name"], "method": method_label(g),
-                               "density": r0["density_value"], **{a: g.shown(a) for a in extra_axes(groups)}}
+                               "density": r0["density_value"], **{a: g.shown(a, axis_values(groups, a)) for a in extra_axes(groups)}}
         for key in numeric:
             rec[f"{key}_mean"] = g.mean(key)
             rec[f"{key}_std"] = g.std(key)
