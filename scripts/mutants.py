@@ -237,7 +237,7 @@ MUTANTS = [
     # --- experiments: a sweep's tables ---------------------------------------------------------------
     Mutant("relative_to_any_dense", "a relative table divides every run by the first dense run, whatever its seed",
            "src/dslrec/experiments/pivot.py",
-           (("                ref = refs.get(context(labels))", "                ref = next(iter(refs.values()))"),),
+           (("                ref = refs.get(scope(r, labels))", "                ref = next(iter(refs.values()))"),),
            ("tests/test_sweep.py",)),
     Mutant("relative_across_backbones", "a relative table divides a run by dense of another backbone or dataset",
            "src/dslrec/experiments/pivot.py",

@@ -553,3 +553,6 @@ def test_report_figures_follow_what_the_sweep_varies(tmp_path):
     fake_sweep(tmp_path / "dense", [({"model": "mf", "seed": "seed0"}, "dense", 1.0, 0.3)])
     report.write_report(tmp_path / "dense")
     assert not (tmp_path / "dense" / "figures").exists()
+    fake_sweep(tmp_path / "single", [({"model": "mf", "seed": "seed0"}, "dsl", 0.5, 0.3)])
+    report.write_report(tmp_path / "single")  # one sparse run, nothing to compare it with
+    assert not (tmp_path / "single" / "figures").exists()

@@ -117,8 +117,8 @@ def sweep_report(folder: Path, out: Path) -> str:
             contexts.setdefault(key, []).append(g)
     colours = _method_colours(groups, lined)
     for key, gs in contexts.items():
-        if all(g.is_dense for g in gs):
-            continue  # nothing to compare with dense: the tables say it all
+        if all(g.is_dense for g in gs) or len(gs) < 2:
+            continue  # nothing to compare (dense alone, or one run): the tables say it all
         dataset, model = key[0], key[1]
         extra = ", ".join(f"{k} {v}" for k, v in key[2:])
         title = f"{model} on {dataset}" + (f" ({extra})" if extra else "")
@@ -319,7 +319,10 @@ def method_figure(plt, groups: list[sw.Group], metrics: tuple[str, str], colours
                 color=[colours[line_label(g, False)][0] for g in sparse], zorder=2)
         values = means + [d.mean(metric) or 0.0 for d in dense]
         lo, hi = min(values), max(values)
-        ax.set_xlim(lo - 0.15 * (hi - lo + 1e-9), hi + 0.1 * (hi - lo + 1e-9))
+        if hi - lo > 1e-3 * abs(hi):  # zoomed on the differences
+            ax.set_xlim(lo - 0.15 * (hi - lo), hi + 0.1 * (hi - lo))
+        else:  # (nearly) equal bars: from zero, not an axis of offsets in the tenth digit
+            ax.set_xlim(0, max(hi, 1e-9) * 1.1)
         ax.set_yticks(range(len(sparse)))
         ax.set_yticklabels([sw.method_label(g) for g in sparse])
         ax.set_xlabel(f"test {pretty(metric)}")
