@@ -202,6 +202,9 @@ def test_frontier_keeps_the_points_nothing_beats():
     ("out: o\nseed: [0]\ntables: [{name: t, rows: [seed], value: [test ndcg@10]}]\n", "unknown key(s) value"),
     ("out: o\nseed: [0]\ntables: [{name: t, rows: [seed], values: [best_epoch], 1: 2}]\n", "unknown key(s) 1;"),
     ("out: o\nrun: [{label: a, config: nope.yaml}]\n", "config file nope.yaml does not exist"),
+    ("out: o\nrun: [{label: a, config: nope.yaml}]\n", "relative paths start at the working directory"),
+    ("out: o\nmethod: [dense, dsl, {method: dsl, scope: per_tensor}]\n", "two different runs are both labelled"),
+    ("out: o\nmodel: mf\ndataset: [ml-100k, ml100k]\n", "no dataset 'ml100k'"),
     ("out: o\nrun: [{label: a, config: 3}]\n", "config names a run config file"),
     ("out: o\nconfig: [a.yaml, b.yaml]\n", "a list of config files goes in bundles"),
     ("out: o\nmethod: [dense, {label: n, method: dsl, model: neumf}]\ntables: [{name: t, rows: [method], "
@@ -450,6 +453,8 @@ def test_dense_on_an_interval_axis_trains_once_and_is_every_intervals_reference(
         ("dense", "delta_t10"), ("dsl", "delta_t10"), ("static", "delta_t10"), ("dsl", "delta_t20")]
     dense = next(r for r in runs if r.labels["method"] == "dense" and r.labels["seed"] == "seed0")
     assert dense.also == [{"delta_t": "delta_t20", "method": "dense", "seed": "seed0"}]
+    assert dense.name.startswith("delta_t-all__dense__seed0__")  # its folder is not named after one interval
+    assert next(r for r in runs if r.labels["method"] == "dsl").name.startswith("delta_t10__dsl__seed0__")
     # in the results table, the dense group stands for both intervals and is each one's reference
     results = [fake_result(r.labels, r.labels["method"], 0.3, r.also) for r in runs]
     for r in results:

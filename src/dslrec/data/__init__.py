@@ -30,6 +30,15 @@ def list_datasets() -> list[str]:
     return ["synthetic", *registry.names()]
 
 
+def check_source(name_or_path: str | Path) -> None:
+    """Raise the one-line error ``read_log`` would for a name that is neither a dataset we know nor
+    an existing path, without reading (or downloading) anything: a sweep checks its grid with it."""
+    text = str(name_or_path)
+    if text == "synthetic" or text.lower() in registry.REGISTRY or Path(text).expanduser().exists():
+        return
+    raise DslrecError(f"no dataset {text!r}: not a known name ({', '.join(list_datasets())}) nor an existing path")
+
+
 def read_log(name_or_path: str | Path, *, fmt: str | None = None, columns: dict[str, str] | None = None,
              sep: str | None = None, download: bool = True,
              progress: bool = True) -> tuple[InteractionLog, str, str | None]:
@@ -41,11 +50,8 @@ def read_log(name_or_path: str | Path, *, fmt: str | None = None, columns: dict[
         log = read(folder, e.format, columns, sep)
         registry.check_counts(e, log, folder)
         return log, e.name, e.split
+    check_source(text)
     path = Path(text).expanduser()
-    if not path.exists():
-        raise DslrecError(
-            f"no dataset {text!r}: not a known name ({', '.join(list_datasets())}) nor an existing path"
-        )
     log = read(path, fmt, columns, sep)
     p = path.resolve()
     if p.is_file():  # a file named by its role (users.dat, train.txt) is named after its folder

@@ -96,7 +96,7 @@ def sweep_report(folder: Path, out: Path) -> str:
     head, rows = sw.table_rows(groups, recall, ndcg)
     n_planned = len(plan["runs"])
     lines += [f"{len(results)} of {n_planned} planned runs finished. Test metrics at the best validation epoch, "
-              "mean ± standard deviation over seeds; \"mean active\" is the step-weighted mean of active parameters "
+              "mean ± standard deviation over seeds (the mean alone for one run); \"mean active\" is the step-weighted mean of active parameters "
               "over the whole run, \"peak\" its maximum. Costs come from each run's `summary.json` (`cost`): "
               "MACs count the products a sparse kernel would execute for the active weights; \"train GMACs "
               "(run, est.)\" is the epoch's count with the final mask times the epochs trained, moved towards the "
@@ -106,7 +106,7 @@ def sweep_report(folder: Path, out: Path) -> str:
     for spec, text in sw.own_tables(folder, results):
         lines += [f"## {spec.title or spec.name}", "", text]
     x_axis = plot_axis(groups)
-    lined = x_axis != "density" and len({g.rows[0]["density_value"] for g in groups if not g.is_dense}) > 1
+    lined = x_axis not in (None, "density")  # x is another axis: each line's density in its name
     apart = ("method", "density", "model", "dataset", x_axis)
     contexts: dict[tuple, list[sw.Group]] = {}
     for g in groups:  # a group that stands for several grid points belongs to the context of each
@@ -129,7 +129,7 @@ def sweep_report(folder: Path, out: Path) -> str:
             lines += figure(method_figure(plt, gs, (recall, ndcg), colours, title, seeds), out,
                             _slug("accuracy_by_method", dataset, model, *suffix),
                             f"test {recall} and {ndcg} by method, {title}",
-                            f"Test {pretty(recall)} (left) and {pretty(ndcg)} (right) of each method (one density: "
+                            f"Test {pretty(recall)} (left) and {pretty(ndcg)} (right) of each method, a dot each (one density: "
                             f"{next(g for g in gs if not g.is_dense).rows[0]['density_value']:g}), highest first; "
                             "error bars: ± one standard deviation "
                             "over seeds; the dashed line and grey band are dense training (mean ± std).")
@@ -152,7 +152,8 @@ def sweep_report(folder: Path, out: Path) -> str:
                         "as in the table) and the model's size (right: KB of the compact float32 weights), both on "
                         f"log scales. Each point is a method at one {x_axis or 'density'} (the small number; mean over "
                         "seeds, ± std); the dotted line joins the frontier: the points no other point beats on both "
-                        "accuracy and cost.")
+                        "accuracy and cost." + (f" Runs that stand for several values of {x_axis} (dense, and "
+                        f"methods that never read it) carry no number." if x_axis not in (None, "density") else ""))
     lines += ["Reproduce: `dslrec sweep --config " + str(plan.get("source", "SWEEP.yaml")) +
               "` (finished runs are kept and skipped), then `dslrec report " + str(folder) + "`.", ""]
     return "\n".join(lines)
@@ -308,27 +309,28 @@ def accuracy_figure(plt, groups: list[sw.Group], metrics: tuple[str, str], colou
 
 
 def method_figure(plt, groups: list[sw.Group], metrics: tuple[str, str], colours: dict, title: str, seeds: int):
-    """One horizontal bar per method (a sweep at one density), highest recall on top."""
+    """One dot per method (a sweep at one density), highest recall on top. Dots, not bars: the axis
+    is zoomed on the differences, and a bar's length from a cut-off axis would overstate them."""
     sparse = sorted((g for g in groups if not g.is_dense), key=lambda g: g.mean(metrics[0]) or 0.0)
     dense = [g for g in groups if g.is_dense]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 1.2 + 0.32 * len(sparse)), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 1.4 + 0.32 * len(sparse)), sharey=True)
     for ax, metric in zip(axes, metrics):
         _dense_band(ax, dense, metric, vertical=True)
-        means = [g.mean(metric) or 0.0 for g in sparse]
-        ax.barh(range(len(sparse)), means, xerr=[g.std(metric) for g in sparse], capsize=2,
-                color=[colours[line_label(g, False)][0] for g in sparse], zorder=2)
-        values = means + [d.mean(metric) or 0.0 for d in dense]
+        for y, g in enumerate(sparse):
+            colour, marker = colours[line_label(g, False)]
+            ax.errorbar([g.mean(metric)], [y], xerr=[g.std(metric)], color=colour, marker=marker, ms=6, lw=0,
+                        elinewidth=1.2, capsize=3, zorder=3)
+        values = [v for v in [g.mean(metric) for g in sparse + dense] if v is not None]
         lo, hi = min(values), max(values)
-        if hi - lo > 1e-3 * abs(hi):  # zoomed on the differences
-            ax.set_xlim(lo - 0.15 * (hi - lo), hi + 0.1 * (hi - lo))
-        else:  # (nearly) equal bars: from zero, not an axis of offsets in the tenth digit
-            ax.set_xlim(0, max(hi, 1e-9) * 1.1)
+        pad = max(0.08 * (hi - lo), 1e-3 * abs(hi), 1e-12)
+        ax.set_xlim(lo - pad, hi + pad)
+        ax.set_ylim(-0.6, len(sparse) - 0.4)
         ax.set_yticks(range(len(sparse)))
         ax.set_yticklabels([sw.method_label(g) for g in sparse])
         ax.set_xlabel(f"test {pretty(metric)}")
         ax.set_title(f"test {pretty(metric)} by method")
-        if dense:
-            ax.legend(loc="lower right")
+    if dense:
+        _legend(fig, axes, "reference")
     fig.suptitle(f"{title}: test metrics at the best validation epoch (mean ± std over {seeds} seed{'s' if seeds != 1 else ''})")
     fig.tight_layout()
     return fig

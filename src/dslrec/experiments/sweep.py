@@ -114,6 +114,13 @@ def read_sweep(path: str | Path) -> Sweep:
 
     sweep = Sweep(path, out_dir, fixed, axes, tables=parse_tables(str(path), tables, [k for k, _ in axes]))
     sweep.runs = expand(sweep)
+    from dslrec.data import check_source
+
+    for dataset in dict.fromkeys(str(r.config.get("dataset")) for r in sweep.runs):
+        try:
+            check_source(dataset)
+        except DslrecError as e:  # before any run trains, not once per run
+            raise DslrecError(f"sweep file {path}: {e}") from None
     check_against_runs(str(path), sweep.tables, sweep.runs)
     return sweep
 
@@ -180,9 +187,24 @@ def expand(sweep: Sweep) -> list[PlannedRun]:
             if labels != runs[digest].labels and labels not in runs[digest].also:
                 runs[digest].also.append(labels)
             continue
+        twin = next((r for r in runs.values() if labels == r.labels or labels in r.also), None)
+        if twin is not None:  # two different runs the tables could not tell apart (averaged as if seeds)
+            raise DslrecError(f"sweep file {sweep.path}: two different runs are both labelled {description}; give "
+                              "each bundle a `label` of its own (a bundle without one is named by its value "
+                              "for the axis, e.g. its method)")
         name = "__".join(list(labels.values()) + [digest]) if labels else digest
         runs[digest] = PlannedRun(name, labels, settings, config)
-    return list(runs.values())
+    planned = list(runs.values())
+    every = {a: {r.labels[a] for r in planned} | {x[a] for r in planned for x in r.also} for a in names}
+    for run in planned:  # a run that stands for several values of an axis is not named after one of them
+        if run.also:
+            parts = []
+            for axis, label in run.labels.items():
+                covered = list(dict.fromkeys([label, *(x[axis] for x in run.also)]))
+                parts.append(label if len(covered) == 1 else f"{axis}-all" if set(covered) >= every[axis]
+                             else "+".join(covered))
+            run.name = "__".join(parts + [run.name.rsplit("__", 1)[-1]])
+    return planned
 
 
 def _config_file(sweep_path: Path, path: Any) -> dict[str, Any]:
@@ -192,7 +214,8 @@ def _config_file(sweep_path: Path, path: Any) -> dict[str, Any]:
     try:
         data = read_config_file(path)
     except DslrecError as e:
-        raise DslrecError(f"sweep file {sweep_path}: {e}") from None
+        where = "" if Path(path).is_absolute() else f" (relative paths start at the working directory, {Path.cwd()})"
+        raise DslrecError(f"sweep file {sweep_path}: {e}{where}") from None
     misplaced = [k for k in ("config", "out", "tables", "label") if k in data]
     if misplaced:  # sweep-file keys: in a run config file they would be lost or misread
         raise DslrecError(f"sweep file {sweep_path}: config file {path} sets {', '.join(misplaced)}, which a run "
@@ -542,8 +565,11 @@ def extra_axes(groups: list[Group]) -> list[str]:
     return [a for a in axes if a not in ("dataset", "model", "method", "density")]
 
 
-def _pm(mean: float | None, std: float) -> str:
-    return "-" if mean is None else f"{mean:.4f} ± {std:.4f}"
+def _pm(mean: float | None, std: float, n: int = 2) -> str:
+    """mean ± std over seeds; the mean alone for one run (a std of 0 would read as "no variance")."""
+    if mean is None:
+        return "-"
+    return f"{mean:.4f}" if n < 2 else f"{mean:.4f} ± {std:.4f}"
 
 
 def _count(v: float | None, unit: float = 1.0, fmt: str = ",.0f") -> str:
@@ -571,18 +597,19 @@ def table_rows(groups: list[Group], recall: str, ndcg: str) -> tuple[list[str], 
         mean_active = g.mean("mean_active")
         rows.append([r0["dataset_name"], r0["model_name"], method_label(g), f"{r0['density_value']:g}"]
                     + [g.shown(a, every[a]) for a in extra]
-                    + [_pm(g.mean(recall), g.std(recall)) + rel, _pm(g.mean(ndcg), g.std(ndcg)),
+                    + [_pm(g.mean(recall), g.std(recall), len(g.values(recall))) + rel,
+                       _pm(g.mean(ndcg), g.std(ndcg), len(g.values(ndcg))),
                        f"{mean_active:,.0f} ({mean_active / r0['params_total']:.0%})",
                        f"{max(g.values('peak_active')):,}",
                        _count(g.mean("train_macs_run_est"), 1e9, ".3g"), _count(g.mean("inference_macs"), 1e9, ".3g"),
-                       _count(g.mean("model_bytes"), 1e3, ",.0f"), _count(g.mean("train_s"), 1.0, ",.0f"),
+                       _count(g.mean("model_bytes"), 1e3, ",.0f"), _count(g.mean("train_s"), 1.0, ",.0f" if (g.mean("train_s") or 0) >= 10 else ".2g"),
                        str(len(g.rows))])
     return head, rows
 
 
 def _duration(seconds: float) -> str:
     """Minutes, or seconds below one (a tiny sweep's total is not "0 min")."""
-    return f"{seconds / 60:.0f} min" if seconds >= 59.5 else f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds >= 59.5 else f"{seconds:.2g} s" if seconds < 10 else f"{seconds:.0f} s"
 
 
 def markdown_table(head: list[str], rows: list[list[str]]) -> str:
@@ -601,11 +628,12 @@ def write_tables(out: str | Path) -> str:
     groups, (recall, ndcg) = groups_of(results)
     head, rows = table_rows(groups, recall, ndcg)
     table = markdown_table(head, rows)
-    folders = "\n".join(f"- {' / '.join(g.labels.values())}: " + ", ".join(f"`{r['folder']}`" for r in g.rows)
-                        for g in groups)
+    every = {a: axis_values(groups, a) for a in (list(groups[0].labels) if groups else [])}
+    folders = "\n".join(f"- {' / '.join(g.shown(a, every[a]) for a in g.labels)}: "
+                        + ", ".join(f"`{r['folder']}`" for r in g.rows) for g in groups)
     total_s = sum(r["train_s"] for g in groups for r in g.rows)
     text = (f"{table}\n\n{len(results)} runs (test metrics at the best validation epoch, mean ± standard deviation "
-            f"over seeds); their training times add up to {_duration(total_s)}.\n\n")
+            f"over seeds, the mean alone for one run); their training times add up to {_duration(total_s)}.\n\n")
     own = own_tables(out, results)
     for spec, table_text in own:
         rundir.write_text(out / f"{spec.name}.md", table_text)
