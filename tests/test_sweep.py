@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import statistics
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -429,6 +433,32 @@ def test_bad_config_files_named_by_a_sweep_are_one_line_errors(capsys, tmp_path,
     (tmp_path / "s.yaml").write_text("out: o\nrun: [{label: a, config: c.yaml}]\n")
     err = one_line_error(capsys, ["sweep", "--config", str(tmp_path / "s.yaml")])
     assert names in err and "c.yaml" in err
+
+
+def test_a_worker_terminated_before_its_first_checkpoint_removes_its_run_folder(tmp_path):
+    """A stopped sweep terminates its workers (SIGTERM). Without a handler the worker died at once
+    and left a run folder with its settings and data but no checkpoint."""
+    script = tmp_path / "worker.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, signal
+        from dslrec import rundir
+        from dslrec.experiments import sweep
+        from dslrec.training import run
+
+        def stopped_early(run_dir, cfg, *args, **kwargs):  # the data and settings written, then SIGTERM
+            rundir.write_config(run_dir, cfg.to_dict())
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        run._train_in = stopped_early
+        try:
+            sweep.train_one({str(tmp_path / "run")!r}, {{"model": "mf", "epochs": 1}}, False, threads=1)
+        except KeyboardInterrupt:
+            print("interrupted")
+    """))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    assert done.returncode == 0 and "interrupted" in done.stdout, done.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_table_the_file_no_longer_declares_loses_its_file(tmp_path, monkeypatch):

@@ -333,7 +333,9 @@ def train_one(run_dir: str, settings: dict[str, Any], resume: bool, threads: int
     from dslrec.training.run import train
 
     t0 = time.perf_counter()
-    with warnings_about(f"run {Path(run_dir).name}"):  # many runs share the terminal: say whose warning
+    # a stopped sweep terminates its workers (SIGTERM): as Ctrl-C, so that a run without its first
+    # checkpoint removes its folder instead of dying with it half written
+    with sigterm_as_interrupt(), warnings_about(f"run {Path(run_dir).name}"):  # many runs, one terminal
         if resume:
             train(resume=run_dir, progress=False)
         else:
