@@ -126,6 +126,10 @@ def parse_tables(source: str, raw: Any, axes: list[str]) -> list[TableSpec]:
     return specs
 
 
+def _pair(run) -> tuple:
+    return run.config.get("model"), run.config.get("dataset")
+
+
 def check_against_runs(source: str, specs: list[TableSpec], runs: list) -> None:
     """One-line errors, before anything trains, for tables the planned runs (``sweep.PlannedRun``s)
     could never fill: a cut-off no run evaluates, a relative table with no dense run."""
@@ -140,14 +144,14 @@ def check_against_runs(source: str, specs: list[TableSpec], runs: list) -> None:
                                   f"@{m['k']}; add it to the runs' cut-offs (ks: [[..., {m['k']}]]) or "
                                   "show a cut-off they have")
         if spec.relative_to_dense:
-            pairs = {(r.config.get("model"), r.config.get("dataset")): r.config.get("method") for r in runs}
-            dense = {(r.config.get("model"), r.config.get("dataset")) for r in runs if r.config.get("method") == "dense"}
-            missing = sorted(set(pairs) - dense, key=str)
+            pairs = set(map(_pair, runs))
+            dense = {pair for pair, r in zip(map(_pair, runs), runs) if r.config.get("method") == "dense"}
+            missing = sorted(pairs - dense, key=str)
             if missing:
                 model, dataset = missing[0]
-                raise DslrecError(f"sweep file {source}: tables: table {spec.name!r} is relative_to_dense, but the sweep "
-                                  f"has no dense run of {model} on {dataset}; add dense to its method axis or drop "
-                                  "relative_to_dense")
+                raise DslrecError(f"sweep file {source}: tables: table {spec.name!r} is relative_to_dense, but the "
+                                  f"sweep has no dense run of {model} on {dataset}; add dense to its method axis "
+                                  "or drop relative_to_dense")
 
 
 def value_of(summary: dict, value: str) -> float | None:

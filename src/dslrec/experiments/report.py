@@ -1,8 +1,9 @@
 """``dslrec report``: a Markdown report with PNG figures, for a run folder or a sweep folder.
 
-A sweep (``plan.json``): its results table; per data set and backbone, test Recall@K and NDCG@K
-against density (one line per method, dense as a reference band, error bars over seeds) and
-accuracy against cost (training MACs, model bytes) with the frontier drawn. A run (``log.jsonl``):
+A sweep (``plan.json``): its results table and own tables; per data set and backbone, test
+Recall@K and NDCG@K against what the sweep varies (a numeric axis of its own, else the density; one
+line per method, dense as a reference band, error bars over seeds; a dot per method at one density)
+and accuracy against cost (training MACs, model bytes) with the frontier drawn. A run (``log.jsonl``):
 its training curves; for a sparse run also the update ratio, the weights each update moved and the
 exploration rate over training, and the active weights per user and per item by popularity group
 at the start and at the end. Everything is read from what the runs wrote (summary.json, log.jsonl,
@@ -96,8 +97,9 @@ def sweep_report(folder: Path, out: Path) -> str:
     head, rows = sw.table_rows(groups, recall, ndcg)
     n_planned = len(plan["runs"])
     lines += [f"{len(results)} of {n_planned} planned runs finished. Test metrics at the best validation epoch, "
-              "mean ± standard deviation over seeds (the mean alone for one run); \"mean active\" is the step-weighted mean of active parameters "
-              "over the whole run, \"peak\" its maximum. Costs come from each run's `summary.json` (`cost`): "
+              "mean ± standard deviation over seeds (the mean alone for one run); \"mean active\" is the "
+              "step-weighted mean of active parameters over the whole run, \"peak\" its maximum. Costs come from "
+              "each run's `summary.json` (`cost`): "
               "MACs count the products a sparse kernel would execute for the active weights; \"train GMACs "
               "(run, est.)\" is the epoch's count with the final mask times the epochs trained, moved towards the "
               "dense count by the share of the run spent above the final budget (methods that train dense "
@@ -129,12 +131,14 @@ def sweep_report(folder: Path, out: Path) -> str:
             lines += figure(method_figure(plt, gs, (recall, ndcg), colours, title, seeds), out,
                             _slug("accuracy_by_method", dataset, model, *suffix),
                             f"test {recall} and {ndcg} by method, {title}",
-                            f"Test {pretty(recall)} (left) and {pretty(ndcg)} (right) of each method, a dot each (one density: "
-                            f"{next(g for g in gs if not g.is_dense).rows[0]['density_value']:g}), highest first; "
-                            "error bars: ± one standard deviation "
-                            "over seeds; the dashed line and grey band are dense training (mean ± std).")
+                            f"Test {pretty(recall)} (left) and {pretty(ndcg)} (right) of each method, a dot each "
+                            f"(one density: {next(g for g in gs if not g.is_dense).rows[0]['density_value']:g}), "
+                            "highest first; error bars: ± one standard deviation over seeds; the dashed line and grey "
+                            "band are dense training (mean ± std).")
         else:
-            what = "the density, the fraction of the sparsifiable weights kept active" if x_axis == "density" else x_axis
+            what = ("the density, the fraction of the sparsifiable weights kept active" if x_axis == "density"
+                    else x_axis)
+            flat = any(_stands_for_all(g, x_axis) for g in gs if not g.is_dense)
             lines += figure(accuracy_figure(plt, gs, (recall, ndcg), colours, title, seeds, x_axis, lined), out,
                             _slug(f"accuracy_vs_{x_axis}", dataset, model, *suffix),
                             f"test {recall} and {ndcg} against {x_axis}, {title}",
@@ -142,9 +146,8 @@ def sweep_report(folder: Path, out: Path) -> str:
                             f"{' (log scale)' if _log_scale(gs, x_axis) else ''}. One line per method, error bars: ± "
                             "one standard deviation over seeds; the dashed line and grey band are dense training (mean "
                             "± std). Methods run at one value are single points" + (
-                                "; a method that never reads "
-                                f"{x_axis} ran once and is a flat dash-dotted line across the values it stands for" if x_axis != "density" and any(
-                                    _stands_for_all(g, x_axis) for g in gs if not g.is_dense) else "") + ".")
+                                f"; a method that never reads {x_axis} ran once and is a flat dash-dotted line "
+                                "across the values it stands for" if flat else "") + ".")
         lines += figure(cost_figure(plt, gs, recall, colours, title, x_axis or "density", lined), out,
                         _slug("cost_frontier", dataset, model, *suffix),
                         f"test {recall} against training cost and model size, {title}",
@@ -190,7 +193,7 @@ def numeric_label(axis: str, label: str) -> float | None:
 def plot_axis(groups: list[sw.Group]) -> str | None:
     """What the accuracy figures put on x: the first numeric axis of the sweep with two or more values
     among the sparse runs (delta_t, delta_t_epochs, ...), else the density when the sparse runs have
-    two or more, else nothing (a bar per method)."""
+    two or more, else nothing (a dot per method)."""
     sparse = [g for g in groups if not g.is_dense]
     for axis in sw.extra_axes(groups):
         values = {numeric_label(axis, g.labels[axis]) for g in sparse}
@@ -303,7 +306,7 @@ def accuracy_figure(plt, groups: list[sw.Group], metrics: tuple[str, str], colou
         ax.set_ylabel(f"test {pretty(metric)}")
         ax.set_title(f"test {pretty(metric)} against {x_axis}")
     _legend(fig, axes, "method @ density" if lined else "method")
-    fig.suptitle(f"{title}: test metrics at the best validation epoch (mean ± std over {seeds} seed{'s' if seeds != 1 else ''})")
+    fig.suptitle(f"{title}: test metrics at the best validation epoch (mean ± std over {_seeds(seeds)})")
     fig.tight_layout()
     return fig
 
@@ -331,9 +334,13 @@ def method_figure(plt, groups: list[sw.Group], metrics: tuple[str, str], colours
         ax.set_title(f"test {pretty(metric)} by method")
     if dense:
         _legend(fig, axes, "reference")
-    fig.suptitle(f"{title}: test metrics at the best validation epoch (mean ± std over {seeds} seed{'s' if seeds != 1 else ''})")
+    fig.suptitle(f"{title}: test metrics at the best validation epoch (mean ± std over {_seeds(seeds)})")
     fig.tight_layout()
     return fig
+
+
+def _seeds(n: int) -> str:
+    return f"{n} seed{'s' if n != 1 else ''}"
 
 
 def frontier(points: list[tuple[float, float]]) -> list[tuple[float, float]]:

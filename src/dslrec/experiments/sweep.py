@@ -155,6 +155,7 @@ def expand(sweep: Sweep) -> list[PlannedRun]:
     """Every combination of the axes' values, bundles applied last, dense at density 1, duplicates
     (same resolved settings) dropped; each run's settings resolved now (errors before any training)."""
     runs: dict[str, PlannedRun] = {}
+    digest_of: dict[tuple, str] = {}  # a grid point's labels -> the run that trains it
     names = [k for k, _ in sweep.axes]
     for combo in itertools.product(*(values for _, values in sweep.axes)):
         bundles = [value for value in combo if isinstance(value, dict)]
@@ -183,15 +184,15 @@ def expand(sweep: Sweep) -> list[PlannedRun]:
         except DslrecError as e:
             raise DslrecError(f"sweep file {sweep.path}, run {description}: {e}") from None
         digest = settings_hash(config)
+        if digest_of.setdefault(tuple(labels.items()), digest) != digest:
+            # two different runs the tables could not tell apart (averaged as if seeds)
+            raise DslrecError(f"sweep file {sweep.path}: two different runs are both labelled {description}; give "
+                              "each bundle a `label` of its own (a bundle without one is named by its value "
+                              "for the axis, e.g. its method)")
         if digest in runs:
             if labels != runs[digest].labels and labels not in runs[digest].also:
                 runs[digest].also.append(labels)
             continue
-        twin = next((r for r in runs.values() if labels == r.labels or labels in r.also), None)
-        if twin is not None:  # two different runs the tables could not tell apart (averaged as if seeds)
-            raise DslrecError(f"sweep file {sweep.path}: two different runs are both labelled {description}; give "
-                              "each bundle a `label` of its own (a bundle without one is named by its value "
-                              "for the axis, e.g. its method)")
         name = "__".join(list(labels.values()) + [digest]) if labels else digest
         runs[digest] = PlannedRun(name, labels, settings, config)
     planned = list(runs.values())
@@ -604,14 +605,19 @@ def table_rows(groups: list[Group], recall: str, ndcg: str) -> tuple[list[str], 
                        f"{mean_active:,.0f} ({mean_active / r0['params_total']:.0%})",
                        f"{max(g.values('peak_active')):,}",
                        _count(g.mean("train_macs_run_est"), 1e9, ".3g"), _count(g.mean("inference_macs"), 1e9, ".3g"),
-                       _count(g.mean("model_bytes"), 1e3, ",.0f"), _count(g.mean("train_s"), 1.0, ",.0f" if (g.mean("train_s") or 0) >= 10 else ".2g"),
+                       _count(g.mean("model_bytes"), 1e3, ",.0f"), _seconds(g.mean("train_s")),
                        str(len(g.rows))])
     return head, rows
 
 
+def _seconds(v: float | None) -> str:
+    """Whole seconds, two digits below ten (a sub-second run is not "0")."""
+    return "-" if v is None else f"{v:,.0f}" if v >= 10 else f"{v:.2g}"
+
+
 def _duration(seconds: float) -> str:
     """Minutes, or seconds below one (a tiny sweep's total is not "0 min")."""
-    return f"{seconds / 60:.0f} min" if seconds >= 59.5 else f"{seconds:.2g} s" if seconds < 10 else f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds >= 59.5 else f"{_seconds(seconds)} s"
 
 
 def markdown_table(head: list[str], rows: list[list[str]]) -> str:
@@ -650,7 +656,7 @@ def write_tables(out: str | Path) -> str:
     for g in groups:
         r0 = g.rows[0]
         rec: dict[str, Any] = {"dataset": r0["dataset_name"], "model": r0["model_name"], "method": method_label(g),
-                               "density": r0["density_value"], **{a: g.shown(a, axis_values(groups, a)) for a in extra_axes(groups)}}
+                               "density": r0["density_value"], **{a: g.shown(a, every[a]) for a in extra_axes(groups)}}
         for key in numeric:
             rec[f"{key}_mean"] = g.mean(key)
             rec[f"{key}_std"] = g.std(key)
