@@ -19,14 +19,18 @@ loading through /proc/self/clear_refs), and the time to recommend top-20 for
 ``--users`` random known users (seen items excluded; median of 3 after one
 warm-up; variants alternate over ``--rounds`` processes and the fastest time
 is kept, as the machine is shared). Memory is reported whole-process and as
-growth over the process after imports (torch alone is about 250 MB).
+growth over the process after imports (torch alone is about 250 MB); beside
+VmRSS, the growth of private memory (RssAnon: VmRSS less file-backed pages,
+such as the torch code a first call runs) after load, and what the process
+keeps after serving (the users are chosen, and the harness's own arrays
+freed, before the serving peak is reset).
 On gowalla, recall@20 of ``recommend`` over every test user is computed for
 each file; the accuracy of int8 against float32 is judged on trained models:
 the accuracy grid's kept MF DSL runs at density 0.2 (``--accuracy-runs``,
 ``scripts/readme_results.py`` writes them), each exported as float32, float16
 and int8 and ranked on its test split. Prints tables of ratios to the dense export;
-writes benchmarks/results/serving.json. Finished run directories under --work
-are reused (delete them to retrain).
+writes benchmarks/results/serving.json (``--json``). Finished run directories
+under --work are reused (delete them to retrain).
 """
 
 from __future__ import annotations
@@ -52,11 +56,12 @@ RUNS = {"dense": dict(method="dense"), "dsl-0.2": dict(method="dsl", density=0.2
 
 
 def status_kb() -> dict[str, int]:
-    """VmRSS and VmHWM of this process in kB."""
+    """VmRSS, VmHWM and RssAnon (private memory: VmRSS less file-backed pages such as torch's
+    code) of this process in kB."""
     out = {}
     for line in Path("/proc/self/status").read_text().splitlines():
         key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
+        if key in ("VmRSS", "VmHWM", "RssAnon"):
             out[key] = int(value.split()[0])
     return out
 
@@ -69,14 +74,18 @@ def measure(path: str, n_users: int, seed: int, threads: int, repeats: int = 3) 
     torch.set_num_threads(threads)
     from dslrec.export import Recommender
 
-    base = status_kb()["VmRSS"]
+    from dslrec.memory import release_freed_memory
+
+    base = status_kb()
     t0 = time.perf_counter()
     rec = Recommender.load(path)
     load_s = time.perf_counter() - t0
-    after_load, peak_load = status_kb()["VmRSS"], status_kb()["VmHWM"]
+    loaded = status_kb()
     rng = np.random.default_rng(seed)
     has_items = np.flatnonzero(np.diff(rec.seen.indptr.numpy()) > 0)
-    users = rec.user_ids()[rng.choice(has_items, size=min(n_users, len(has_items)), replace=False)]
+    users = rec.user_ids(rng.choice(has_items, size=min(n_users, len(has_items)), replace=False))
+    del has_items
+    release_freed_memory()  # choosing the users (arrays over every user) is the harness's, not serving's
     Path("/proc/self/clear_refs").write_text("5")  # the peak from here on is serving's, not loading's
     rec.recommend(users, k=20)  # warm-up; timed below
     times = []
@@ -85,6 +94,7 @@ def measure(path: str, n_users: int, seed: int, threads: int, repeats: int = 3) 
         out = rec.recommend(users, k=20)
         times.append(time.perf_counter() - t0)
     st = status_kb()
+    base, base_anon, after_load, peak_load = base["VmRSS"], base["RssAnon"], loaded["VmRSS"], loaded["VmHWM"]
     return {
         "file_bytes": os.path.getsize(path),
         "load_s": load_s,
@@ -97,6 +107,9 @@ def measure(path: str, n_users: int, seed: int, threads: int, repeats: int = 3) 
         "rss_peak_load_delta_mb": (peak_load - base) / 1024,
         "rss_peak_mb": st["VmHWM"] / 1024,  # while serving
         "rss_peak_delta_mb": (st["VmHWM"] - base) / 1024,
+        "anon_load_delta_mb": (loaded["RssAnon"] - base_anon) / 1024,  # private memory only
+        "rss_served_delta_mb": (st["VmRSS"] - base) / 1024,  # what the process keeps after serving
+        "anon_served_delta_mb": (st["RssAnon"] - base_anon) / 1024,
         "held_arrays_mb": rec.memory_bytes() / 2**20,
         "checksum_items": int(out.items.sum()),
     }
@@ -199,6 +212,8 @@ ROWS = [("file size", "file_bytes"), ("weights section", "weights_bytes"), ("loa
         ("RSS after load (whole)", "rss_after_load_mb"), ("RSS after load - base", "rss_load_delta_mb"),
         ("RSS peak loading - base", "rss_peak_load_delta_mb"),
         ("RSS peak serving (whole)", "rss_peak_mb"), ("RSS peak serving - base", "rss_peak_delta_mb"),
+        ("private after load - base", "anon_load_delta_mb"), ("RSS after serving - base", "rss_served_delta_mb"),
+        ("private after serving - base", "anon_served_delta_mb"),
         ("arrays held", "held_arrays_mb"), ("recommend top-20", "recommend_s")]
 
 
@@ -251,6 +266,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-serving")
     parser.add_argument("--accuracy-runs", default="*__mf__dsl@0.2__seed*",
                         help="kept runs (benchmarks/results/sparse_accuracy/runs, a glob) whose dtypes' recall is compared")
+    parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "serving.json")
     parser.add_argument("--measure", help=argparse.SUPPRESS)  # internal: the subprocess's job
     args = parser.parse_args()
     if args.measure:
@@ -283,7 +299,7 @@ def main() -> None:
         out["accuracy"] = accuracy_of_dtypes(kept, args.work)
         ratios = [r["int8 / float32"] for r in out["accuracy"].values()]
         print(f"  int8 recall@20 >= 0.98x float32: worst {min(ratios):.4f}  {'met' if min(ratios) >= 0.98 else 'NOT met'}")
-    path = ROOT / "benchmarks" / "results" / "serving.json"
+    path = args.json
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {path}")

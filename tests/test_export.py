@@ -243,6 +243,21 @@ def test_scoring_in_blocks_equals_one_product(name, runs, small, tmp_path, monke
     torch.testing.assert_close(item.times_t(x[:, : item.shape[1]]), x[:, : item.shape[1]] @ dense.T)
 
 
+def test_a_call_that_fills_score_blocks_hands_its_memory_back(mf_file, small, monkeypatch):
+    """After a call big enough to fill a block of scores the freed heap goes back to the system (a
+    server stays at the model's size between calls); a call smaller than one block skips it."""
+    from dslrec.export import recommender
+
+    calls = []
+    monkeypatch.setattr(recommender, "release_freed_memory", lambda: calls.append(1))
+    rec = Recommender(load(mf_file), score_bytes=4 * small.n_items * 10)  # 10 users' scores per block
+    calls.clear()  # loading hands back its own transients
+    rec.recommend(small.user_ids[:9], k=K)
+    assert calls == []
+    rec.recommend(small.user_ids[:10], k=K)
+    assert calls == [1]
+
+
 # --- damaged and foreign files ----------------------------------------------------
 
 @pytest.fixture()
@@ -318,6 +333,7 @@ def test_unknown_users_error_or_popular(mf_file, small):
     assert rec.user_index(["07", "7", 7, "-1", str(n), str(n - 1), "1e2", " 7"]).tolist() == [
         -1, 7, 7, -1, -1, n - 1, -1, -1]
     assert np.array_equal(rec.user_ids(), small.user_ids) and np.array_equal(rec.item_ids(), small.item_ids)
+    assert np.array_equal(rec.user_ids([n - 1, 3]), small.user_ids[[n - 1, 3]])  # a range map: only those made
 
 
 def test_exclude_seen_and_no_seen(runs, small, tmp_path):
@@ -360,8 +376,10 @@ def test_raw_ids_round_trip_in_every_kind(small, tmp_path):
     assert compact.header["item_ids"]["kind"] == "int" and compact.tensors["ids/items"].dtype == torch.uint16
     assert np.array_equal(compact.user_ids(), ids_users) and np.array_equal(compact.item_ids(), ids_items)
     assert not compact.is_sparse("user.weight")  # no masks: stored dense
-    out = Recommender(compact).recommend(["u7", "u0"], k=3)
+    rec = Recommender(compact)
+    out = rec.recommend(["u7", "u0"], k=3)
     assert out.ids.dtype.kind == "U" and set(out.ids.ravel()) <= set(ids_items)
+    assert rec.user_ids([7, 0]).tolist() == ["u7", "u0"] and rec.item_ids([2]).tolist() == [str(1014)]
     int_ids = Dataset(name="ints", user_ids=np.arange(small.n_users) + 5, item_ids=np.arange(small.n_items),
                       train=small.train, valid=small.valid, test=small.test)
     write_compact(path, backbone="mf", model_config=model.config, state=model.state_dict(), masks=None,
@@ -371,6 +389,7 @@ def test_raw_ids_round_trip_in_every_kind(small, tmp_path):
     rec = Recommender(compact)
     assert np.array_equal(rec.recommend([5, "6"], k=3).known, [True, True])  # ints or their text
     assert rec.recommend([5], k=3).ids.dtype == np.int64
+    assert rec.user_ids(np.array([[2], [0]])).tolist() == [[7], [5]]  # any shape, as the dataset's type
 
 
 def test_export_checks_the_dataset_matches_the_run(runs, tmp_path):

@@ -383,6 +383,7 @@ def rank_batch(
                 return sub
 
             v, i = topk_ordered(scores, min(k, stop - start), rescore)
+            del scores  # freed before the next block is scored: one block of scores alive, not two
             i = i + start
             tops[j] = (v, i) if tops[j] is None else merge_top(*tops[j], v, i, k)
     if len(tops) == 1:

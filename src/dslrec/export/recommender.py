@@ -285,13 +285,13 @@ class Recommender:
         users = torch.from_numpy(np.asarray(users, dtype=np.int64))
         return self.scorer.bind(users)(None, 0, self.n_items).numpy()
 
-    def user_ids(self) -> np.ndarray:
-        """Every raw user id, in index order."""
-        return self.users.all()
+    def user_ids(self, indices=None) -> np.ndarray:
+        """Raw user ids of user indices (default: every user, in index order)."""
+        return self.users.all() if indices is None else self.users.ids_of(np.asarray(indices))
 
-    def item_ids(self) -> np.ndarray:
-        """Every raw item id, in index order."""
-        return self.items.all()
+    def item_ids(self, indices=None) -> np.ndarray:
+        """Raw item ids of item indices (default: every item, in index order)."""
+        return self.items.all() if indices is None else self.items.ids_of(np.asarray(indices))
 
     def user_index(self, user_ids) -> np.ndarray:
         """Indices of raw user ids; -1 where unknown."""
@@ -307,6 +307,16 @@ class Recommender:
         both sized so that a block of scores fits ``score_bytes`` (default: chosen
         from that memory); torch uses as many threads as ``torch.set_num_threads``.
         """
+        out = self._recommend(user_ids, k, exclude_seen, unknown, batch_size)
+        if out.known.sum() * self.n_items * 4 >= self.score_bytes:
+            # a call that filled score blocks hands its transients back once they are all freed: between
+            # calls a server stays at the model's size, not at the heap's high-water mark (a call smaller
+            # than one block skips the ~ms it costs)
+            release_freed_memory()
+        return out
+
+    def _recommend(self, user_ids, k: int, exclude_seen: bool, unknown: str,
+                   batch_size: int | None) -> Recommendations:
         if unknown not in UNKNOWN:
             raise DslrecError(f"unknown={unknown!r} is not an option; choose one of {', '.join(UNKNOWN)}")
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
