@@ -18,7 +18,8 @@ load, the peak while loading and the peak while serving (VmHWM reset after
 loading through /proc/self/clear_refs), and the time to recommend top-20 for
 ``--users`` random known users (seen items excluded; median of 3 after one
 warm-up; variants alternate over ``--rounds`` processes and the fastest time
-is kept, as the machine is shared). Memory is reported whole-process and as
+is kept, as the machine is shared; memory is the median over the rounds, each
+round's figures are in the JSON). Memory is reported whole-process and as
 growth over the process after imports (torch alone is about 250 MB); beside
 VmRSS, the growth of private memory (RssAnon: VmRSS less file-backed pages,
 such as the torch code a first call runs) after load, and what the process
@@ -177,19 +178,20 @@ def bench_dataset(name: str, dataset: str, args) -> dict:
         path = args.work / f"{name}-{variant.replace(' ', '-')}.dslrec"
         exported[variant] = (path, export(runs[run], path, dtype=dtype))
     # Variants alternate over rounds and the fastest time of each is kept: the machine is shared,
-    # and interference only ever adds time. Memory readings come from the first round.
-    for round_ in range(args.rounds):
+    # and interference only ever adds time. Memory is the median over the rounds: the heap's peak
+    # in identical processes varies by tens of MB (where glibc places the freed score blocks).
+    rounds: dict[str, list[dict]] = {variant: [] for variant in exported}
+    for _ in range(args.rounds):
         for variant, (path, _) in exported.items():
             cmd = [sys.executable, __file__, "--measure", str(path), "--users", str(args.users),
                    "--seed", str(args.seed), "--threads", str(args.threads)]
             env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
             done = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
-            m = json.loads(done.stdout.strip().splitlines()[-1])
-            if round_ == 0:
-                results[variant] = m
-            else:
-                for key in ("load_s", "recommend_s"):
-                    results[variant][key] = min(results[variant][key], m[key])
+            rounds[variant].append(json.loads(done.stdout.strip().splitlines()[-1]))
+    for variant, ms in rounds.items():
+        results[variant] = {key: (min if key.endswith("_s") else statistics.median)([m[key] for m in ms])
+                            for key in ms[0]}
+        results[variant]["rounds"] = {key: [m[key] for m in ms] for key in ms[0] if key.endswith(("_s", "_mb"))}
     for variant, (run, _) in VARIANTS.items():
         summary = json.loads((runs[run] / "summary.json").read_text())
         sizes = exported[variant][1]["sizes"]
