@@ -253,6 +253,7 @@ def test_a_call_that_fills_score_blocks_hands_its_memory_back(mf_file, small, mo
     rec = Recommender(load(mf_file), score_bytes=4 * small.n_items * 10)  # 10 users' scores per block
     calls.clear()  # loading hands back its own transients
     rec.recommend(small.user_ids[:9], k=K)
+    rec.recommend([f"new{i}" for i in range(10)], k=K, unknown="popular")  # not scored: no blocks filled
     assert calls == []
     rec.recommend(small.user_ids[:10], k=K)
     assert calls == [1]
@@ -334,6 +335,12 @@ def test_unknown_users_error_or_popular(mf_file, small):
         -1, 7, 7, -1, -1, n - 1, -1, -1]
     assert np.array_equal(rec.user_ids(), small.user_ids) and np.array_equal(rec.item_ids(), small.item_ids)
     assert np.array_equal(rec.user_ids([n - 1, 3]), small.user_ids[[n - 1, 3]])  # a range map: only those made
+    assert rec.user_ids([]).shape == (0,)
+    for bad, says in ([n], "out of range"), ([-1], "out of range"), ([1.0], "integers"), ([True], "integers"):
+        with pytest.raises(DslrecError, match=says):
+            rec.user_ids(bad)
+    with pytest.raises(DslrecError, match=r"item index .*out of range"):
+        rec.item_ids([small.n_items])
 
 
 def test_exclude_seen_and_no_seen(runs, small, tmp_path):

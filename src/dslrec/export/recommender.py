@@ -286,12 +286,12 @@ class Recommender:
         return self.scorer.bind(users)(None, 0, self.n_items).numpy()
 
     def user_ids(self, indices=None) -> np.ndarray:
-        """Raw user ids of user indices (default: every user, in index order)."""
-        return self.users.all() if indices is None else self.users.ids_of(np.asarray(indices))
+        """Raw user ids of user indices (any shape; default: every user, in index order)."""
+        return self.users.all() if indices is None else self.users.ids_of(_indices(indices, self.n_users, "user"))
 
     def item_ids(self, indices=None) -> np.ndarray:
-        """Raw item ids of item indices (default: every item, in index order)."""
-        return self.items.all() if indices is None else self.items.ids_of(np.asarray(indices))
+        """Raw item ids of item indices (any shape; default: every item, in index order)."""
+        return self.items.all() if indices is None else self.items.ids_of(_indices(indices, self.n_items, "item"))
 
     def user_index(self, user_ids) -> np.ndarray:
         """Indices of raw user ids; -1 where unknown."""
@@ -359,6 +359,20 @@ class Recommender:
         """Bytes of the tensors the scorer and the seen section keep (a lower bound of resident memory)."""
         held = {id(v): v for v in [*vars(self.scorer).values(), self.seen]}  # MultVAE shares seen
         return sum(_nbytes(v) for v in held.values())
+
+
+def _indices(indices, n: int, what: str) -> np.ndarray:
+    """``indices`` as int64, checked to be whole numbers in 0..n-1 (a range map would otherwise
+    print any number, and a stored one wrap -1 round to the last id)."""
+    idx = np.asarray(indices)
+    if idx.size == 0:
+        return idx.astype(np.int64)
+    if idx.dtype.kind not in "iu":
+        raise DslrecError(f"{what} indices must be integers, got {idx.dtype} values; pass positions 0..{n - 1}")
+    if idx.min() < 0 or idx.max() >= n:
+        bad = idx[(idx < 0) | (idx >= n)].ravel()[0]
+        raise DslrecError(f"{what} index {bad} is out of range: the model has {n} {what}s (indices 0..{n - 1})")
+    return idx.astype(np.int64, copy=False)
 
 
 def _nbytes(value) -> int:
