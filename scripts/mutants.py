@@ -258,6 +258,20 @@ MUTANTS = [
            (("(set() if config.get(\"method\") in USE_DELTA_T else {\"delta_t\", \"delta_t_epochs\"})",
              "{\"delta_t\", \"delta_t_epochs\"}"),),
            ("tests/test_sweep.py",)),
+    # --- serving ------------------------------------------------------------------------------------
+    Mutant("serving_keeps_freed_heap", "a recommend call that filled score blocks keeps its freed heap",
+           "src/dslrec/export/recommender.py",
+           (("            release_freed_memory()\n        return out", "            pass\n        return out"),),
+           ("tests/test_export.py",)),
+    Mutant("trim_for_cold_users", "users served by popularity alone count toward the score blocks a call filled",
+           "src/dslrec/export/recommender.py",
+           (("        if out.known.sum() * self.n_items * 4 >= self.score_bytes:",
+             "        if len(out.known) * self.n_items * 4 >= self.score_bytes:"),),
+           ("tests/test_export.py",)),
+    Mutant("ids_of_any_index", "user_ids(indices) prints an out-of-range index as if it were an id",
+           "src/dslrec/export/recommender.py",
+           (("    if idx.min() < 0 or idx.max() >= n:", "    if False:"),),
+           ("tests/test_export.py",)),
 ]
 
 
