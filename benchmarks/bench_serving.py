@@ -74,10 +74,9 @@ def measure(path: str, n_users: int, seed: int, threads: int, repeats: int = 3) 
 
     torch.set_num_threads(threads)
     from dslrec.export import Recommender
-
     from dslrec.memory import release_freed_memory
 
-    base = status_kb()
+    start = status_kb()  # after imports: growth is counted from here
     t0 = time.perf_counter()
     rec = Recommender.load(path)
     load_s = time.perf_counter() - t0
@@ -95,7 +94,7 @@ def measure(path: str, n_users: int, seed: int, threads: int, repeats: int = 3) 
         out = rec.recommend(users, k=20)
         times.append(time.perf_counter() - t0)
     st = status_kb()
-    base, base_anon, after_load, peak_load = base["VmRSS"], base["RssAnon"], loaded["VmRSS"], loaded["VmHWM"]
+    base, after_load, peak_load = start["VmRSS"], loaded["VmRSS"], loaded["VmHWM"]
     return {
         "file_bytes": os.path.getsize(path),
         "load_s": load_s,
@@ -108,9 +107,9 @@ def measure(path: str, n_users: int, seed: int, threads: int, repeats: int = 3) 
         "rss_peak_load_delta_mb": (peak_load - base) / 1024,
         "rss_peak_mb": st["VmHWM"] / 1024,  # while serving
         "rss_peak_delta_mb": (st["VmHWM"] - base) / 1024,
-        "anon_load_delta_mb": (loaded["RssAnon"] - base_anon) / 1024,  # private memory only
+        "anon_load_delta_mb": (loaded["RssAnon"] - start["RssAnon"]) / 1024,  # private memory only
         "rss_served_delta_mb": (st["VmRSS"] - base) / 1024,  # what the process keeps after serving
-        "anon_served_delta_mb": (st["RssAnon"] - base_anon) / 1024,
+        "anon_served_delta_mb": (st["RssAnon"] - start["RssAnon"]) / 1024,
         "held_arrays_mb": rec.memory_bytes() / 2**20,
         "checksum_items": int(out.items.sum()),
     }
@@ -281,7 +280,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=5000)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--rounds", type=int, default=3, help="measurement rounds (fastest time kept)")
+    parser.add_argument("--rounds", type=int, default=3, help="measurement rounds (fastest time, median memory kept)")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-serving")
     parser.add_argument("--accuracy-runs", default="mf__dsl__density0.2__seed*",
                         help="kept runs (benchmarks/results/sparse_accuracy/runs, a glob) whose dtypes' recall is compared")

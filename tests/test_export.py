@@ -341,6 +341,8 @@ def test_unknown_users_error_or_popular(mf_file, small):
             rec.user_ids(bad)
     with pytest.raises(DslrecError, match=r"item index .*out of range"):
         rec.item_ids([small.n_items])
+    with pytest.raises(DslrecError, match=r"user index -1 is out of range"):
+        rec.scores([-1])  # not the last user's scores
 
 
 def test_exclude_seen_and_no_seen(runs, small, tmp_path):

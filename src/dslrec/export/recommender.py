@@ -282,7 +282,7 @@ class Recommender:
 
     def scores(self, users: np.ndarray) -> np.ndarray:
         """Raw scores (len(users) x n_items) of user *indices*, nothing excluded."""
-        users = torch.from_numpy(np.asarray(users, dtype=np.int64))
+        users = torch.from_numpy(_indices(users, self.n_users, "user").ravel())
         return self.scorer.bind(users)(None, 0, self.n_items).numpy()
 
     def user_ids(self, indices=None) -> np.ndarray:
